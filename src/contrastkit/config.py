@@ -1,0 +1,169 @@
+"""Typed run configuration: one YAML file describes a whole training run.
+
+Every section is a pydantic model that forbids unknown keys, so a typo such as
+``lerning_rate`` fails at load time naming the key, instead of being silently
+ignored. The CLI (``contrastkit train CONFIG --set key=value``) and the Python API
+(``RunConfig(...)``) build the same objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+PoolingName = Literal["cls", "cls_mlp", "mean", "first_last_avg", "last_token", "prompt"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the training examples come from and what shape they have."""
+
+    source: str = Field(description="Path to a text/csv/tsv/jsonl file, 'hf:NAME' or 'embedded:NAME'.")
+    format: Literal["text", "csv", "tsv", "jsonl"] | None = None
+    kind: Literal["single", "pair", "triplet"] = "single"
+    columns: list[str] | None = None
+    split: str = "train"
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N examples.")
+
+
+class ModelConfig(_Section):
+    """Backbone, pooling and training-time head."""
+
+    backbone: str = Field(description="HF name/path, a sentence-transformers dir, a .gguf file or an alias.")
+    pooling: PoolingName = "mean"
+    prompt_template: str = 'This sentence : "{text}" means in one word:"'
+    max_length: int = Field(default=32, ge=1)
+    num_layers: int | None = Field(default=None, ge=1, description="Keep only the first k layers.")
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0, description="Override hidden/attention dropout.")
+    attention_dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    residual_dropout: float | None = Field(
+        default=None, ge=0.0, lt=1.0, description="Dropout on each layer's output (for backbones without any)."
+    )
+
+
+class LossConfig(_Section):
+    """The contrastive objective."""
+
+    name: Literal["infonce"] = "infonce"
+    temperature: float = Field(default=0.05, gt=0.0)
+    hard_negative_weight: float = Field(default=1.0, gt=0.0, description="SimCSE's alpha for the paired negative.")
+    symmetric: bool = False
+
+
+class TrainConfig(_Section):
+    """Optimisation, checkpointing and logging."""
+
+    output_dir: str = "runs/default"
+    batch_size: int = Field(default=64, ge=1)
+    grad_accumulation: int = Field(
+        default=1, ge=1, description="Average gradients over k batches. Does NOT add in-batch negatives."
+    )
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=3e-5, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+    precision: Precision = "auto"
+    seed: int = 42
+    checkpoint_every: int = Field(default=250, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    progress: bool = True
+
+
+class EvalConfig(_Section):
+    """Evaluation during training (SimCSE practice: select the best dev checkpoint)."""
+
+    every: int | None = Field(default=125, ge=1, description="Evaluate every N optimizer steps; null = only at the end.")
+    tasks: list[str] = ["STSBenchmark-dev"]
+    data_dir: str | None = None
+    select_best: bool = True
+
+
+class RunConfig(_Section):
+    """A whole training run."""
+
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> RunConfig:
+        if self.data.kind == "single" and self.loss.symmetric:
+            raise ValueError("loss.symmetric needs data.kind 'pair' or 'triplet' (unsupervised views are symmetric already)")
+        if self.model.pooling == "prompt" and "{text}" not in self.model.prompt_template:
+            raise ValueError("model.prompt_template must contain '{text}'")
+        return self
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        elif e["type"] == "missing":
+            lines.append(f"  missing required key '{key}'")
+        else:
+            lines.append(f"  '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars) to a config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else None)
+    return tree
+
+
+def build_config(tree: dict[str, Any], origin: str = "<dict>") -> RunConfig:
+    """Validate a config dict, raising ConfigError that names each bad key."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config and apply ``--set`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(tree).__name__}")
+    return build_config(apply_overrides(tree, overrides or []), origin=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """Serialise a config back to YAML (saved beside every run)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

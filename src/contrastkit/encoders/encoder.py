@@ -1,0 +1,255 @@
+"""Encoder: backbone + pooler (+ training-time head), with fast ``encode`` and ST-compatible save/load."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .backbones import load_backbone
+from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
+
+META_FILE = "contrastkit.json"
+HEAD_FILE = "contrastkit_head.safetensors"
+# sentence-transformers pooling flags for the poolers it can express.
+_ST_POOLING = {"cls": "pooling_mode_cls_token", "cls_mlp": "pooling_mode_cls_token",
+               "mean": "pooling_mode_mean_tokens", "last_token": "pooling_mode_lasttoken"}
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (AVX-512 BF16 or AMX)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _cpu_flag("avx512_bf16")
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def autocast(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """Autocast context for ``precision`` in {'fp32', 'bf16', 'auto'} ('auto' = bf16 when native)."""
+    dev = torch.device(device).type
+    use_bf16 = precision == "bf16" or (precision == "auto" and (dev == "cuda" or bf16_supported()))
+    if use_bf16:
+        return torch.autocast(dev, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Encoder(nn.Module):
+    """A sentence encoder: tokenizer + HF backbone + pooler, optionally an MLP head used only in training."""
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, *, pooling: str = "mean", max_length: int = 128,
+                 prompt_template: str | None = None, normalize: bool = False, lowercase: bool = False) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling '{pooling}'; known: {', '.join(POOLINGS)}")
+        if pooling == "prompt" and (not prompt_template or "{text}" not in prompt_template):
+            raise ConfigError("pooling 'prompt' needs a prompt_template containing '{text}'")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.prompt_template = prompt_template if pooling == "prompt" else None
+        self.normalize = normalize
+        self.lowercase = lowercase
+        self.head = MLPHead(self.dim) if pooling == "cls_mlp" else None
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, pooling: str | None = None, max_length: int | None = None,
+                        num_layers: int | None = None, dropout: float | None = None,
+                        attention_dropout: float | None = None, residual_dropout: float | None = None,
+                        prompt_template: str | None = None) -> Encoder:
+        """Load a contrastkit dir, a sentence-transformers dir, or any HF backbone (name, path, .gguf, alias)."""
+        path = Path(name_or_path)
+        meta: dict[str, Any] = {}
+        subfolder = ""
+        if (path / META_FILE).is_file():
+            meta = json.loads((path / META_FILE).read_text())
+        elif (path / "modules.json").is_file():
+            meta, subfolder = _read_sentence_transformers_dir(path)
+        edits = dict(num_layers=num_layers, dropout=dropout, attention_dropout=attention_dropout,
+                     residual_dropout=residual_dropout)
+        backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
+        enc = cls(backbone, tok, pooling=pooling or meta.get("pooling", "mean"),
+                  max_length=max_length or meta.get("max_length", 128),
+                  prompt_template=prompt_template or meta.get("prompt_template"),
+                  normalize=meta.get("normalize", False), lowercase=meta.get("lowercase", False))
+        head_file = path / HEAD_FILE
+        if enc.head is not None and head_file.is_file():
+            from safetensors.torch import load_file
+
+            enc.head.load_state_dict(load_file(str(head_file)))
+        return enc
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the backbone's parameters."""
+        return next(self.backbone.parameters()).device
+
+    # -- tokenization and forward -------------------------------------------------------------
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """Apply lower-casing and the prompt template."""
+        out = [t.lower() for t in texts] if self.lowercase else list(texts)
+        if self.prompt_template:
+            out = [self.prompt_template.replace("{text}", t) for t in out]
+        return out
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Tokenize a batch, padding to its longest text (truncated to ``max_length``)."""
+        enc = self.tokenizer(self.prepare(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """Embed a tokenized batch; the MLP head applies only in training mode."""
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        want_all = needs_all_hidden_states(self.pooling)
+        out = self.backbone(**inputs, output_hidden_states=want_all, return_dict=True)
+        emb = pool(self.pooling, out.hidden_states if want_all else None, out.last_hidden_state,
+                   features["attention_mask"])
+        if self.head is not None and self.training:
+            emb = self.head(emb)
+        return emb
+
+    # -- inference ----------------------------------------------------------------------------
+    def _length_sorted_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+        lengths = [len(ids) for ids in self.tokenizer(self.prepare(texts), truncation=True,
+                                                     max_length=self.max_length)["input_ids"]]
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size].tolist()
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool | None = None,
+               convert_to: Literal["numpy", "torch"] = "numpy", precision: str = "fp32",
+               show_progress: bool = False) -> np.ndarray | Tensor:
+        """Embed texts in length-sorted batches (little padding); returns (n, dim) in input order."""
+        if isinstance(texts, str):
+            raise TypeError("encode expects a list of texts, not a single string")
+        was_training = self.training
+        self.eval()
+        out = torch.empty(len(texts), self.dim, dtype=torch.float32)
+        batches = self._length_sorted_batches(texts, batch_size) if len(texts) else iter(())
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=-(-len(texts) // batch_size), desc="encode", unit="batch")
+        try:
+            with autocast(precision, self.device):
+                for idx in batches:
+                    emb = self(self.tokenize([texts[i] for i in idx]))
+                    out[idx] = emb.float().cpu()
+        finally:
+            self.train(was_training)
+        if self.normalize if normalize is None else normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return out if convert_to == "torch" else out.numpy()
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write safetensors + JSON that both contrastkit and ``SentenceTransformer(path)`` load."""
+        path = Path(path)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.backbone.save_pretrained(str(tmp), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(tmp))
+        meta = {"pooling": self.pooling, "max_length": self.max_length, "prompt_template": self.prompt_template,
+                "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        if self.head is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
+        _write_sentence_transformers_files(tmp, self)
+        if path.exists():
+            old = path.with_name(path.name + f".old{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+        return path
+
+
+def _write_sentence_transformers_files(path: Path, enc: Encoder) -> None:
+    flag = _ST_POOLING.get(enc.pooling)
+    modules: list[dict[str, Any]] = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    if flag is None:
+        # sentence-transformers has no equivalent pooler; a contrastkit module does the whole job.
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "contrastkit.encoders.st_module.ContrastkitModule"}]
+    else:
+        pooling_cfg = {"word_embedding_dimension": enc.dim, "pooling_mode_cls_token": False,
+                       "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+                       "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+                       "pooling_mode_lasttoken": False, "include_prompt": True}
+        pooling_cfg[flag] = True
+        (path / "1_Pooling").mkdir()
+        (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2))
+        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+        if enc.normalize:
+            (path / "2_Normalize").mkdir()
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+    (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": enc.max_length, "do_lower_case": enc.lowercase}, indent=2))
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
+
+
+def _read_sentence_transformers_dir(path: Path) -> tuple[dict[str, Any], str]:
+    """Pooling, max length and normalisation of a sentence-transformers model dir."""
+    modules = json.loads((path / "modules.json").read_text())
+    meta: dict[str, Any] = {}
+    subfolder = ""
+    for m in modules:
+        kind = m.get("type", "").rsplit(".", 1)[-1]
+        mdir = path / m.get("path", "")
+        if kind == "Transformer":
+            subfolder = m.get("path", "")
+            sbert = mdir / "sentence_bert_config.json"
+            if sbert.is_file():
+                cfg = json.loads(sbert.read_text())
+                if "max_seq_length" in cfg:
+                    meta["max_length"] = cfg["max_seq_length"]
+                meta["lowercase"] = bool(cfg.get("do_lower_case", False))
+        elif kind == "Pooling":
+            cfg = json.loads((mdir / "config.json").read_text())
+            meta["pooling"] = _pooling_from_st(cfg)
+        elif kind == "Normalize":
+            meta["normalize"] = True
+    return meta, subfolder
+
+
+def _pooling_from_st(cfg: dict[str, Any]) -> str:
+    mode = cfg.get("pooling_mode")
+    names = {"cls": "cls", "mean": "mean", "lasttoken": "last_token"}
+    if isinstance(mode, str):
+        if mode not in names:
+            raise ConfigError(f"sentence-transformers pooling '{mode}' is not supported")
+        return names[mode]
+    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
+                      ("pooling_mode_lasttoken", "last_token")):
+        if cfg.get(key):
+            return name
+    raise ConfigError(f"unsupported sentence-transformers pooling config: {cfg}")

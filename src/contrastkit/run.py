@@ -1,0 +1,98 @@
+"""Build a run's objects from a :class:`RunConfig`: the one path shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from .config import DataConfig, EvalConfig, LossConfig, ModelConfig, RunConfig, dump_config
+from .data import Example, ReadStats, open_examples
+from .encoders import Encoder
+from .errors import ConfigError
+from .losses import LOSSES
+from .samplers import RandomBatches
+from .training.trainer import EvalFn, LossFn, Trainer, TrainResult
+from .views import embed_batch
+
+log = logging.getLogger("contrastkit")
+
+
+def build_encoder(cfg: ModelConfig) -> Encoder:
+    """The Encoder a model section describes."""
+    return Encoder.from_pretrained(
+        cfg.backbone, pooling=cfg.pooling, max_length=cfg.max_length, num_layers=cfg.num_layers,
+        dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, residual_dropout=cfg.residual_dropout,
+        prompt_template=cfg.prompt_template if cfg.pooling == "prompt" else None)
+
+
+def load_training_examples(cfg: DataConfig) -> tuple[list[Example], ReadStats]:
+    """Read (and validate) the training examples of a data section."""
+    stats = ReadStats()
+    if cfg.source.startswith("embedded:"):
+        from .data.embedded import embedded_corpus
+
+        examples = [Example(texts=(t,)) for t in embedded_corpus(cfg.source.split(":", 1)[1])]
+    else:
+        examples = []
+        for ex in open_examples(cfg.source, format=cfg.format, kind=cfg.kind, columns=cfg.columns,
+                                split=cfg.split, stats=stats):
+            examples.append(ex)
+            if cfg.limit and len(examples) >= cfg.limit:
+                break
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    return examples, stats
+
+
+def build_loss(cfg: LossConfig) -> LossFn:
+    """The loss function with its hyper-parameters bound."""
+    fn = LOSSES.get(cfg.name)
+    return functools.partial(fn, temperature=cfg.temperature, hard_negative_weight=cfg.hard_negative_weight,
+                             symmetric=cfg.symmetric)
+
+
+def build_eval(cfg: EvalConfig, batch_size: int = 128) -> EvalFn | None:
+    """An evaluation function over the configured STS dev tasks (Spearman x 100 per task)."""
+    if not cfg.tasks:
+        return None
+    from .evaluation.senteval import load_sts_task
+
+    tasks = [load_sts_task(name, data_dir=cfg.data_dir) for name in cfg.tasks]  # fail early if data is missing
+
+    def evaluate(encoder: Encoder) -> dict[str, float]:
+        from .evaluation.sts import evaluate_sts
+
+        res = evaluate_sts(lambda texts: encoder.encode(texts, batch_size=batch_size), tasks=tasks)
+        return {name: res.tasks[name].spearman for name in res.tasks}
+
+    return evaluate
+
+
+def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
+    """Train the run a config describes; writes checkpoints, metrics and ``model/`` under output_dir."""
+    out = Path(config.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    if resume and saved.is_file() and saved.read_text() != dump_config(config):
+        raise ConfigError(f"--resume: the config differs from the one saved in {saved}; a resumed run "
+                          "must use the same config (compare the two files)")
+    saved.write_text(dump_config(config))
+    examples, stats = load_training_examples(config.data)
+    if stats.skipped_blank:
+        print(f"data: {len(examples)} examples from {config.data.source} ({stats.skipped_blank} blank lines skipped)")
+    if config.data.kind != "single" and len(examples[0].texts) < 2:
+        raise ConfigError(f"data.kind={config.data.kind} but the examples have a single text")
+    encoder = build_encoder(config.model)
+    source = RandomBatches(examples, config.train.batch_size, seed=config.train.seed)
+    trainer = Trainer(encoder, build_loss(config.loss), embed_batch, config.train,
+                      eval_fn=build_eval(config.eval), eval_every=config.eval.every,
+                      select_best=config.eval.select_best)
+    return trainer.fit(source, resume=resume)
+
+
+def describe(result: TrainResult) -> dict[str, Any]:
+    """A short JSON-able summary of a finished run."""
+    return {"output_dir": str(result.output_dir), "model_dir": str(result.model_dir), "steps": result.steps,
+            "best_dev": result.best_score, "seconds": round(result.seconds, 1)}

@@ -1,0 +1,253 @@
+"""The training loop: AdamW, warmup + linear decay, clipping, accumulation, bf16, eval, checkpoints.
+
+The trainer knows nothing about any particular loss: it receives ``loss_fn(anchor,
+positive, negatives) -> scalar`` and an ``embed`` function that turns a batch of
+examples into those embeddings. Gradient accumulation averages gradients over
+``grad_accumulation`` batches; it does NOT enlarge the set of in-batch negatives
+(each micro-batch still contrasts only against itself); use a larger batch or a
+cached/cross-device negative source for that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import TrainConfig
+from ..encoders.encoder import Encoder, autocast
+from ..errors import TrainingError
+from ..samplers import BatchSource
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger("contrastkit.training")
+
+LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+EmbedFn = Callable[[Encoder, Sequence[Any]], tuple[Tensor, Tensor, Tensor | None]]
+EvalFn = Callable[[Encoder], dict[str, float]]
+
+
+def linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    best_score: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Runs an optimisation loop over a resumable batch source."""
+
+    def __init__(self, encoder: Encoder, loss_fn: LossFn, embed: EmbedFn, config: TrainConfig, *,
+                 eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True) -> None:
+        self.encoder = encoder
+        self.loss_fn = loss_fn
+        self.embed = embed
+        self.cfg = config
+        self.eval_fn = eval_fn
+        self.eval_every = eval_every
+        self.select_best = select_best
+        self.output_dir = Path(config.output_dir)
+        self.ckpt_dir = self.output_dir / "checkpoints"
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.encoder.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, fused=False)
+
+    def total_steps(self, source: BatchSource[Any]) -> int:
+        """Optimizer steps the run will take."""
+        per_epoch = source.batches_per_epoch // self.cfg.grad_accumulation
+        if per_epoch == 0:
+            raise TrainingError(
+                f"an epoch has {source.batches_per_epoch} batches, fewer than grad_accumulation="
+                f"{self.cfg.grad_accumulation}")
+        total = per_epoch * self.cfg.epochs
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def fit(self, source: BatchSource[Any], *, resume: bool = False) -> TrainResult:
+        """Train; with ``resume`` continue exactly from the latest checkpoint of ``output_dir``."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        total = self.total_steps(source)
+        opt = self._optimizer()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, int(cfg.warmup_ratio * total)))
+        state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best_score": None, "samples": 0}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.output_dir / "metrics.jsonl"
+        if resume:
+            ckpt = latest_checkpoint(self.ckpt_dir)
+            if ckpt is None:
+                log.warning("--resume: no checkpoint in %s; starting from scratch", self.ckpt_dir)
+                print(f"resume: no checkpoint found in {self.ckpt_dir}; starting from step 0")
+            else:
+                saved = load_checkpoint(ckpt, self.encoder)
+                opt.load_state_dict(saved["optimizer"])
+                sched.load_state_dict(saved["scheduler"])
+                set_rng_state(saved["rng"])
+                state = saved["trainer"]
+                print(f"resume: continuing from {ckpt.name} (step {state['step']}, epoch {state['epoch']}, "
+                      f"batch {state['batch']})")
+                _truncate_metrics(metrics_path, state["step"])
+        elif latest_checkpoint(self.ckpt_dir) is not None:
+            raise TrainingError(f"{self.output_dir} already holds checkpoints; pass --resume to continue "
+                                "or choose another train.output_dir")
+        else:
+            metrics_path.unlink(missing_ok=True)
+
+        history: list[dict[str, Any]] = []
+        start_time = time.perf_counter()
+        self.encoder.train()
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
+        window_loss, window_batches, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+        accum = 0
+        with open(metrics_path, "a", encoding="utf-8") as mlog:
+            while state["step"] < total:
+                for batch in source.batches(state["epoch"], state["batch"]):
+                    with autocast(cfg.precision, self.encoder.device):
+                        anchor, positive, negatives = self.embed(self.encoder, batch)
+                    loss = self.loss_fn(anchor.float(), positive.float(),
+                                        None if negatives is None else negatives.float())
+                    if not torch.isfinite(loss):
+                        ckpt = latest_checkpoint(self.ckpt_dir)
+                        raise TrainingError(
+                            f"loss became {loss.item()} at step {state['step'] + 1} (epoch {state['epoch']}, "
+                            f"batch {state['batch']}); stopped without saving. Last good checkpoint: "
+                            f"{ckpt or 'none'}. Try a lower train.lr, a higher loss.temperature or "
+                            "train.precision=fp32.")
+                    (loss / cfg.grad_accumulation).backward()
+                    accum += 1
+                    state["batch"] += 1
+                    state["samples"] += len(batch)
+                    window_loss += loss.item()
+                    window_batches += 1
+                    window_samples += len(batch)
+                    if accum < cfg.grad_accumulation:
+                        continue
+                    accum = 0
+                    if cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    state["step"] += 1
+                    step = state["step"]
+                    if step % cfg.log_every == 0 or step == total:
+                        elapsed = time.perf_counter() - window_start
+                        row = {"step": step, "epoch": state["epoch"],
+                               "loss": window_loss / window_batches,
+                               "lr": sched.get_last_lr()[0], "sentences_per_s": window_samples / elapsed,
+                               "elapsed_s": time.perf_counter() - start_time}
+                        mlog.write(json.dumps(row) + "\n")
+                        mlog.flush()
+                        history.append(row)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                                            sent_s=f"{row['sentences_per_s']:.0f}")
+                        window_loss, window_batches, window_samples = 0.0, 0, 0
+                        window_start = time.perf_counter()
+                    if bar is not None:
+                        bar.update(1)
+                    if self.eval_fn is not None and self.eval_every and step % self.eval_every == 0 and step < total:
+                        self._evaluate(state, mlog, history)
+                    if step % cfg.checkpoint_every == 0 or step == total:
+                        self._checkpoint(state, opt, sched)
+                    if step >= total:
+                        break
+                else:
+                    # micro-batches left over at the end of an epoch do not make a step
+                    opt.zero_grad(set_to_none=True)
+                    accum = 0
+                    state["epoch"] += 1
+                    state["batch"] = 0
+                    continue
+                break
+            if self.eval_fn is not None:
+                self._evaluate(state, mlog, history)
+        if bar is not None:
+            bar.close()
+        model_dir = self._finalize(state)
+        return TrainResult(self.output_dir, model_dir, state["step"], state["best_score"], history,
+                           time.perf_counter() - start_time)
+
+    def _evaluate(self, state: dict[str, Any], mlog: Any, history: list[dict[str, Any]]) -> None:
+        assert self.eval_fn is not None
+        scores = self.eval_fn(self.encoder)
+        self.encoder.train()
+        primary = sum(scores.values()) / len(scores)
+        row = {"step": state["step"], "eval": scores, "primary": primary}
+        mlog.write(json.dumps(row) + "\n")
+        mlog.flush()
+        history.append(row)
+        best = state["best_score"]
+        if best is None or primary > best:
+            state["best_score"] = primary
+            state["best_step"] = state["step"]
+            if self.select_best:
+                self.encoder.save(self.output_dir / "best")
+        log.info("step %d: eval %s (best %.4f)", state["step"], scores, state["best_score"])
+
+    def _checkpoint(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
+        training_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
+                          "trainer": dict(state)}
+        save_checkpoint(self.ckpt_dir, state["step"], self.encoder, training_state, self.cfg.keep_checkpoints)
+
+    def _finalize(self, state: dict[str, Any]) -> Path:
+        """Write ``model/``: the best dev checkpoint when selection is on, else the final weights."""
+        model_dir = self.output_dir / "model"
+        best = self.output_dir / "best"
+        if self.select_best and best.is_dir():
+            tmp = self.output_dir / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(best, tmp)
+            shutil.rmtree(model_dir, ignore_errors=True)
+            tmp.rename(model_dir)
+        else:
+            self.encoder.save(model_dir)
+        (self.output_dir / "train_state.json").write_text(json.dumps(
+            {k: state[k] for k in ("step", "epoch", "best_score", "samples") if k in state} |
+            {"best_step": state.get("best_step")}, indent=2))
+        return model_dir
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows logged after the checkpoint we resume from (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+            if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+
+
+__all__ = ["Trainer", "TrainResult", "linear_warmup_decay"]

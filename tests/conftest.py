@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny random BERT built in the test run (no hub, no download)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = ("a man woman child dog cat is are was playing eating running sleeping guitar piano food in on the "
+         "park house street big small red blue green happy sad fast slow car bike tree river sky sun rain "
+         "reads writes book letter music song dance field ball game plays with and of to").split()
+
+
+def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Write a random 2-layer BERT with a word-level vocabulary to ``path``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=hidden * 2, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of a tiny random BERT (session-wide; do not modify)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def make_sentences(n: int, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-sentences over the tiny vocabulary."""
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(n)]
