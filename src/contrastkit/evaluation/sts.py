@@ -232,7 +232,10 @@ class STSResults:
         head, vals = self._columns()
         widths = [max(len(h), len(v)) + 2 for h, v in zip(head, vals)]
         rule = "+" + "+".join("-" * w for w in widths) + "+"
-        row = lambda cells: "|" + "|".join(c.center(w) for c, w in zip(cells, widths)) + "|"  # noqa: E731
+
+        def row(cells: list[str]) -> str:
+            return "|" + "|".join(c.center(w) for c, w in zip(cells, widths)) + "|"
+
         return "\n".join([rule, row(head), rule, row(vals), rule])
 
 

@@ -1,0 +1,128 @@
+"""Command line: ``contrastkit train | eval sts | encode | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ContrastkitError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .run import describe, train
+
+    config = load_config(args.config, args.set)
+    result = train(config, resume=args.resume)
+    print(json.dumps(describe(result), indent=2))
+    return 0
+
+
+def _cmd_eval_sts(args: argparse.Namespace) -> int:
+    from .encoders import Encoder
+    from .evaluation.sts import SIMCSE_TASKS, evaluate_sts
+
+    enc = Encoder.from_pretrained(args.model)
+    tasks = args.tasks or list(SIMCSE_TASKS)
+    res = evaluate_sts(lambda texts: enc.encode(texts, batch_size=args.batch_size, precision=args.precision,
+                                                show_progress=args.progress),
+                       tasks=tasks, data_dir=args.data_dir)
+    print(res.to_text() if hasattr(res, "to_text") else res.to_markdown())
+    print(f"took {res.elapsed_s:.1f} s")
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sts.json").write_text(json.dumps(res.to_dict(), indent=2))
+        (out / "sts.md").write_text(res.to_markdown() + "\n")
+        print(f"wrote {out / 'sts.json'} and {out / 'sts.md'}")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import iter_examples
+    from .encoders import Encoder
+
+    texts = [ex.texts[0] for ex in iter_examples(args.input, format="text")]
+    enc = Encoder.from_pretrained(args.model)
+    emb = enc.encode(texts, batch_size=args.batch_size, normalize=args.normalize or None,
+                     precision=args.precision, show_progress=args.progress)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, emb)
+    tmp.replace(out)
+    print(f"wrote {len(texts)} embeddings of dim {emb.shape[1]} to {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(output_dir=args.output_dir, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``contrastkit`` command."""
+    p = argparse.ArgumentParser(prog="contrastkit", description="Contrastive learning of text embeddings.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("config", help="YAML run config (see recipes/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-5 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model")
+    esub = e.add_subparsers(dest="suite", required=True)
+    s = esub.add_parser("sts", help="STS (SimCSE/SentEval protocol: Spearman of cosine similarity)")
+    s.add_argument("--model", required=True, help="model dir, hub name or alias")
+    s.add_argument("--tasks", nargs="*", help="task names (default: the 7 SimCSE tasks)")
+    s.add_argument("--data-dir", help="SentEval data dir (default: $CONTRASTKIT_DATA or ../shared/data)")
+    s.add_argument("--output", help="directory for sts.json and sts.md")
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    s.add_argument("--no-progress", dest="progress", action="store_false")
+    s.set_defaults(func=_cmd_eval_sts)
+
+    c = sub.add_parser("encode", help="embed a text file (one text per line) into a .npy matrix")
+    c.add_argument("--model", required=True)
+    c.add_argument("--input", required=True)
+    c.add_argument("--output", required=True)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--normalize", action="store_true")
+    c.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    c.add_argument("--no-progress", dest="progress", action="store_false")
+    c.set_defaults(func=_cmd_encode)
+
+    d = sub.add_parser("demo", help="the main job: train on an embedded default, evaluate, report")
+    d.add_argument("--output-dir", default="runs/demo")
+    d.add_argument("--quick", action="store_true", help="a tiny version for smoke tests")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``contrastkit`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ContrastkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept (use --resume to continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
