@@ -6,7 +6,7 @@ import sys
 import time
 
 from contrastkit.config import build_config
-from contrastkit.run import build_encoder, build_loss, load_training_examples
+from contrastkit.run import build_encoder, build_loss, load_training_examples, seed_everything
 from contrastkit.samplers import RandomBatches
 from contrastkit.training.trainer import Trainer
 from contrastkit.views import embed_batch
@@ -28,6 +28,7 @@ def main(model: str, data: str, out: str, resume: str, delay: str) -> None:
         time.sleep(pause)
         return base_loss(a, p, n)
 
+    seed_everything(cfg.train.seed)
     trainer = Trainer(build_encoder(cfg.model), slow_loss, embed_batch, cfg.train)
     trainer.fit(RandomBatches(examples, cfg.train.batch_size, seed=cfg.train.seed), resume=resume == "1")
 

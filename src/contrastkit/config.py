@@ -8,6 +8,7 @@ ignored. The CLI (``contrastkit train CONFIG --set key=value``) and the Python A
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,8 +139,18 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else None)
+        _set_dotted(tree, key.strip(), _parse_scalar(raw))
     return tree
+
+
+def _parse_scalar(raw: str) -> Any:
+    """YAML scalar, with '3e-5'-style floats (YAML 1.1 reads them as strings) made numbers."""
+    if raw == "":
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
+        return float(value)
+    return value
 
 
 def build_config(tree: dict[str, Any], origin: str = "<dict>") -> RunConfig:

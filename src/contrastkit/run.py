@@ -19,6 +19,18 @@ from .views import embed_batch
 log = logging.getLogger("contrastkit")
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (call before building the model: heads are randomly initialised)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def build_encoder(cfg: ModelConfig) -> Encoder:
     """The Encoder a model section describes."""
     return Encoder.from_pretrained(
@@ -84,6 +96,7 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
         print(f"data: {len(examples)} examples from {config.data.source} ({stats.skipped_blank} blank lines skipped)")
     if config.data.kind != "single" and len(examples[0].texts) < 2:
         raise ConfigError(f"data.kind={config.data.kind} but the examples have a single text")
+    seed_everything(config.train.seed)
     encoder = build_encoder(config.model)
     source = RandomBatches(examples, config.train.batch_size, seed=config.train.seed)
     trainer = Trainer(encoder, build_loss(config.loss), embed_batch, config.train,

@@ -83,7 +83,7 @@ class Encoder(nn.Module):
                      residual_dropout=residual_dropout)
         backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
         enc = cls(backbone, tok, pooling=pooling or meta.get("pooling", "mean"),
-                  max_length=max_length or meta.get("max_length", 128),
+                  max_length=max_length or meta.get("max_length") or _tokenizer_max_length(tok),
                   prompt_template=prompt_template or meta.get("prompt_template"),
                   normalize=meta.get("normalize", False), lowercase=meta.get("lowercase", False))
         head_file = path / HEAD_FILE
@@ -171,7 +171,12 @@ class Encoder(nn.Module):
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         self.backbone.save_pretrained(str(tmp), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(tmp))
+        saved_limit = self.tokenizer.model_max_length
+        self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it
+        try:
+            self.tokenizer.save_pretrained(str(tmp))
+        finally:
+            self.tokenizer.model_max_length = saved_limit
         meta = {"pooling": self.pooling, "max_length": self.max_length, "prompt_template": self.prompt_template,
                 "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -188,6 +193,12 @@ class Encoder(nn.Module):
         else:
             tmp.rename(path)
         return path
+
+
+def _tokenizer_max_length(tok: Any, fallback: int = 512) -> int:
+    """The tokenizer's own limit when it states a real one (sentence-transformers 6 stores it there)."""
+    limit = getattr(tok, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else fallback
 
 
 def _write_sentence_transformers_files(path: Path, enc: Encoder) -> None:

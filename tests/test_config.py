@@ -1,0 +1,93 @@
+"""Config: unknown keys and wrong types are rejected naming the key; overrides; recipes load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contrastkit.config import apply_overrides, build_config, dump_config, load_config
+from contrastkit.errors import ConfigError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+BASE = {"data": {"source": "x.txt"}, "model": {"backbone": "m"}}
+
+
+def test_defaults_fill_in():
+    cfg = build_config(BASE)
+    assert cfg.loss.temperature == 0.05 and cfg.train.batch_size == 64 and cfg.model.pooling == "mean"
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.lerning_rate'"):
+        build_config({**BASE, "train": {"lerning_rate": 1e-5}})
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match="unknown key 'optimiser'"):
+        build_config({**BASE, "optimiser": {}})
+
+
+def test_wrong_type_is_named_with_value():
+    with pytest.raises(ConfigError, match=r"'train\.batch_size'.*'many'"):
+        build_config({**BASE, "train": {"batch_size": "many"}})
+    with pytest.raises(ConfigError, match=r"'loss\.temperature'"):
+        build_config({**BASE, "loss": {"temperature": -1}})
+    with pytest.raises(ConfigError, match=r"'model\.pooling'"):
+        build_config({**BASE, "model": {"backbone": "m", "pooling": "maxx"}})
+
+
+def test_missing_required_key_is_named():
+    with pytest.raises(ConfigError, match="missing required key 'data'"):
+        build_config({"model": {"backbone": "m"}})
+
+
+def test_impossible_combination_is_rejected_at_load():
+    with pytest.raises(ConfigError, match="symmetric"):
+        build_config({**BASE, "loss": {"symmetric": True}})
+
+
+def test_overrides_parse_yaml_scalars():
+    tree = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=3e-5", "train.progress=false", "model.num_layers=8"])
+    assert tree["train"] == {"lr": 3e-5, "progress": False}
+    assert tree["model"] == {"num_layers": 8}
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_load_config_file_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data: {source: a.txt}\nmodel: {backbone: m, poolin: cls}\n")
+    with pytest.raises(ConfigError, match=rf"(?s){typo.name}.*unknown key 'model\.poolin'"):
+        load_config(typo)
+
+
+def test_dump_round_trips():
+    cfg = build_config(BASE)
+    import yaml
+
+    assert build_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_recipes_are_valid(recipe: Path):
+    cfg = load_config(recipe)
+    assert cfg.train.output_dir
+
+
+def test_simcse_recipes_carry_the_paper_hyperparameters():
+    unsup = load_config(RECIPES / "simcse-unsup.yaml")
+    assert (unsup.train.batch_size, unsup.train.lr, unsup.model.max_length, unsup.loss.temperature,
+            unsup.train.epochs, unsup.model.pooling) == (64, 3e-5, 32, 0.05, 1, "cls_mlp")
+    sup = load_config(RECIPES / "simcse-sup.yaml")
+    assert (sup.data.kind, sup.train.batch_size, sup.train.lr, sup.train.epochs) == ("triplet", 512, 5e-5, 3)

@@ -1,0 +1,137 @@
+"""Encoder: poolers, length-sorted encode, layer truncation, save/load and sentence-transformers parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_sentences
+from contrastkit.encoders import Encoder
+from contrastkit.encoders.pooling import last_token_index, masked_mean, pool
+from contrastkit.errors import ConfigError
+
+
+def test_masked_mean_ignores_padding():
+    states = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(masked_mean(states, mask), torch.tensor([[2.0, 3.0]]))
+
+
+def test_last_token_index_right_and_left_padding():
+    right = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    left = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 0]
+    assert last_token_index(left).tolist() == [3, 3]
+
+
+def test_first_last_avg_uses_first_layer_and_last_layer():
+    h0, h1, h2 = (torch.full((1, 2, 2), v) for v in (10.0, 1.0, 3.0))
+    out = pool("first_last_avg", (h0, h1, h2), h2, torch.ones(1, 2, dtype=torch.long))
+    assert torch.allclose(out, torch.full((1, 2), 2.0))
+
+
+def test_unknown_pooling_is_rejected(tiny_bert: Path):
+    with pytest.raises(ConfigError, match="unknown pooling"):
+        Encoder.from_pretrained(str(tiny_bert), pooling="max-ish")
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "first_last_avg", "last_token"])
+def test_encode_returns_input_order_regardless_of_length_sorting(tiny_bert: Path, pooling: str):
+    enc = Encoder.from_pretrained(str(tiny_bert), pooling=pooling)
+    texts = make_sentences(23, seed=3)
+    batched = enc.encode(texts, batch_size=4)
+    one_by_one = np.stack([enc.encode([t])[0] for t in texts])
+    assert batched.shape == (23, enc.dim)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_prompt_pooling_wraps_text(tiny_bert: Path):
+    enc = Encoder.from_pretrained(str(tiny_bert), pooling="prompt", prompt_template="the {text} is")
+    assert enc.prepare(["dog"]) == ["the dog is"]
+    with pytest.raises(ConfigError, match="prompt_template"):
+        Encoder.from_pretrained(str(tiny_bert), pooling="prompt", prompt_template="no placeholder")
+
+
+def test_encode_rejects_a_single_string(tiny_bert: Path):
+    enc = Encoder.from_pretrained(str(tiny_bert))
+    with pytest.raises(TypeError, match="list of texts"):
+        enc.encode("a dog")
+    assert enc.encode([]).shape == (0, enc.dim)
+
+
+def test_num_layers_truncates_and_survives_save(tiny_bert: Path, tmp_path: Path):
+    enc = Encoder.from_pretrained(str(tiny_bert), num_layers=1)
+    assert enc.backbone.config.num_hidden_layers == 1
+    assert len(enc.backbone.encoder.layer) == 1
+    enc.save(tmp_path / "m")
+    again = Encoder.from_pretrained(str(tmp_path / "m"))
+    assert len(again.backbone.encoder.layer) == 1
+    with pytest.raises(ConfigError, match="only 2 layers"):
+        Encoder.from_pretrained(str(tiny_bert), num_layers=5)
+
+
+def test_dropout_override_reaches_modules(tiny_bert: Path):
+    enc = Encoder.from_pretrained(str(tiny_bert), dropout=0.3)
+    ps = {m.p for m in enc.backbone.modules() if isinstance(m, torch.nn.Dropout)}
+    assert ps == {0.3}
+
+
+def test_save_writes_no_pickle_and_round_trips(tiny_bert: Path, tmp_path: Path):
+    enc = Encoder.from_pretrained(str(tiny_bert), pooling="cls_mlp", max_length=16)
+    path = enc.save(tmp_path / "model")
+    names = {p.name for p in path.rglob("*") if p.is_file()}
+    assert not any(n.endswith((".bin", ".pt", ".pkl", ".pth")) for n in names)
+    assert "model.safetensors" in names and "contrastkit_head.safetensors" in names
+    again = Encoder.from_pretrained(str(path))
+    assert (again.pooling, again.max_length) == ("cls_mlp", 16)
+    assert torch.equal(again.head.dense.weight, enc.head.dense.weight)
+    texts = make_sentences(5)
+    np.testing.assert_array_equal(again.encode(texts), enc.encode(texts))
+
+
+@pytest.mark.parametrize("pooling", ["cls_mlp", "mean", "last_token"])
+def test_trained_model_loads_in_sentence_transformers_with_equal_embeddings(tiny_bert: Path, tmp_path: Path,
+                                                                            pooling: str):
+    st = pytest.importorskip("sentence_transformers")
+    from contrastkit.config import build_config
+    from contrastkit.run import train
+
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(make_sentences(48, seed=2)) + "\n")
+    cfg = build_config({"data": {"source": str(data)},
+                        "model": {"backbone": str(tiny_bert), "pooling": pooling, "max_length": 24},
+                        "train": {"output_dir": str(tmp_path / "run"), "batch_size": 16, "lr": 1e-3,
+                                  "progress": False},
+                        "eval": {"tasks": []}})
+    result = train(cfg)
+    ours = Encoder.from_pretrained(str(result.model_dir))
+    before = Encoder.from_pretrained(str(tiny_bert), pooling=pooling)
+    texts = make_sentences(30, seed=9)
+    a = ours.encode(texts)
+    assert not np.allclose(a, before.encode(texts)), "training changed nothing"
+    b = st.SentenceTransformer(str(result.model_dir), device="cpu").encode(texts, batch_size=7)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.9999
+
+
+def test_loads_a_sentence_transformers_directory(tiny_bert: Path, tmp_path: Path):
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    model = st.SentenceTransformer(modules=[Transformer(str(tiny_bert), max_seq_length=20),
+                                            Pooling(32, pooling_mode="cls"), Normalize()])
+    model.save(str(tmp_path / "st"))
+    enc = Encoder.from_pretrained(str(tmp_path / "st"))
+    assert (enc.pooling, enc.max_length, enc.normalize) == ("cls", 20, True)
+    texts = make_sentences(6)
+    np.testing.assert_allclose(enc.encode(texts), model.encode(texts), atol=1e-5)
+
+
+def test_modules_json_names_standard_modules(tiny_bert: Path, tmp_path: Path):
+    path = Encoder.from_pretrained(str(tiny_bert), pooling="mean").save(tmp_path / "m")
+    types = [m["type"] for m in json.loads((path / "modules.json").read_text())]
+    assert types == ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"]
