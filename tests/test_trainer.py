@@ -1,0 +1,140 @@
+"""Trainer: non-finite loss, best-checkpoint selection, accumulation semantics, schedule, refusal to overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_sentences
+from contrastkit.config import TrainConfig
+from contrastkit.data import Example
+from contrastkit.encoders import Encoder
+from contrastkit.errors import TrainingError
+from contrastkit.losses import infonce
+from contrastkit.samplers import RandomBatches, StreamingBatches
+from contrastkit.training.checkpoint import latest_checkpoint, load_tree, save_tree
+from contrastkit.training.trainer import Trainer, linear_warmup_decay
+from contrastkit.views import embed_batch
+
+
+def _examples(n: int = 40) -> list[Example]:
+    return [Example(texts=(t,)) for t in make_sentences(n, seed=4)]
+
+
+def _cfg(tmp_path: Path, **kw) -> TrainConfig:
+    base = dict(output_dir=str(tmp_path / "run"), batch_size=8, lr=1e-3, progress=False, checkpoint_every=1,
+                log_every=1, seed=1)
+    return TrainConfig(**(base | kw))
+
+
+def _loss(a, p, n):
+    return infonce(a, p, n, temperature=0.05)
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tiny_bert: Path, tmp_path: Path):
+    calls = {"n": 0}
+
+    def exploding(a, p, n):
+        calls["n"] += 1
+        loss = _loss(a, p, n)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    torch.manual_seed(0)
+    trainer = Trainer(Encoder.from_pretrained(str(tiny_bert)), exploding, embed_batch, _cfg(tmp_path))
+    with pytest.raises(TrainingError, match=r"loss became nan at step 3.*step-00000002"):
+        trainer.fit(RandomBatches(_examples(), 8, seed=1))
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-00000002"
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tiny_bert: Path, tmp_path: Path):
+    cfg = _cfg(tmp_path, max_steps=2)
+    Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, cfg).fit(RandomBatches(_examples(), 8))
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, cfg).fit(RandomBatches(_examples(), 8))
+
+
+def test_eval_selects_best_checkpoint_and_logs_metrics(tiny_bert: Path, tmp_path: Path):
+    scores = iter([0.2, 0.9, 0.4, 0.1])
+
+    def fake_eval(enc):
+        return {"dev": next(scores)}
+
+    torch.manual_seed(0)
+    enc = Encoder.from_pretrained(str(tiny_bert))
+    trainer = Trainer(enc, _loss, embed_batch, _cfg(tmp_path, max_steps=3), eval_fn=fake_eval, eval_every=1)
+    result = trainer.fit(RandomBatches(_examples(), 8, seed=1))
+    assert result.best_score == 0.9
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in evals] == [1, 2, 3]
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["best_step"] == 2
+    train_rows = [r for r in rows if "loss" in r]
+    assert all({"loss", "lr", "sentences_per_s"} <= r.keys() for r in train_rows)
+    # model/ holds the step-2 weights, not the final ones
+    best = Encoder.from_pretrained(str(result.model_dir))
+    assert not torch.equal(best.backbone.embeddings.word_embeddings.weight,
+                           enc.backbone.embeddings.word_embeddings.weight)
+
+
+def test_grad_accumulation_averages_micro_batches_without_adding_negatives(tiny_bert: Path):
+    """Accumulating two batches of 4 gives the mean of their gradients, NOT the batch-of-8 gradient."""
+    exs = _examples(8)
+    enc = Encoder.from_pretrained(str(tiny_bert), dropout=0.0)
+    enc.train()
+
+    def grad_of(batches):
+        enc.zero_grad()
+        for b in batches:
+            a, p, n = embed_batch(enc, b)
+            (_loss(a, p, n) / len(batches)).backward()
+        return enc.backbone.embeddings.word_embeddings.weight.grad.clone()
+
+    accumulated = grad_of([exs[:4], exs[4:]])
+    separate = (grad_of([exs[:4]]) + grad_of([exs[4:]])) / 2
+    full = grad_of([exs])
+    assert torch.allclose(accumulated, separate, atol=1e-6)
+    assert not torch.allclose(accumulated, full, atol=1e-4)
+
+
+def test_supervised_triplets_train(tiny_bert: Path, tmp_path: Path):
+    sents = make_sentences(48, seed=5)
+    exs = [Example(texts=(sents[i], sents[i + 1], sents[i + 2])) for i in range(0, 45, 3)]
+    enc = Encoder.from_pretrained(str(tiny_bert), pooling="cls")
+    result = Trainer(enc, _loss, embed_batch, _cfg(tmp_path, batch_size=4)).fit(RandomBatches(exs, 4))
+    assert result.steps == 4  # 15 examples -> 3 full batches + a batch of 3
+    assert (result.model_dir / "model.safetensors").is_file()
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = linear_warmup_decay(10, 2)
+    assert [round(f(s), 3) for s in range(11)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+
+
+def test_random_batches_are_a_permutation_and_depend_only_on_seed_and_epoch():
+    src = RandomBatches(list(range(10)), 4, seed=3)
+    e0 = [x for b in src.batches(0) for x in b]
+    assert sorted(e0) == list(range(10))
+    assert list(src.batches(0, start=1)) == list(src.batches(0))[1:]
+    assert e0 != [x for b in src.batches(1) for x in b]
+    assert RandomBatches(list(range(9)), 4).batches_per_epoch == 2  # a batch of one is dropped
+
+
+def test_streaming_batches_resume_and_cover_everything():
+    src = StreamingBatches(lambda: iter(range(23)), 5, seed=1, buffer_size=4)
+    assert src.count == 23 and src.batches_per_epoch == 5
+    full = list(src.batches(0))
+    assert sorted(x for b in full for x in b) == list(range(23))
+    assert list(src.batches(0, start=2)) == full[2:]
+
+
+def test_checkpoint_tree_round_trip(tmp_path: Path):
+    tree = {"a": torch.arange(3), 2: {"b": (1.5, "x", None), "c": [torch.ones(2, 2), True]}}
+    save_tree(tmp_path, "s", tree)
+    back = load_tree(tmp_path, "s")
+    assert torch.equal(back["a"], tree["a"]) and back[2]["b"] == (1.5, "x", None)
+    assert torch.equal(back[2]["c"][0], torch.ones(2, 2)) and back[2]["c"][1] is True
