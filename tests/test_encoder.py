@@ -135,3 +135,13 @@ def test_modules_json_names_standard_modules(tiny_bert: Path, tmp_path: Path):
     path = Encoder.from_pretrained(str(tiny_bert), pooling="mean").save(tmp_path / "m")
     types = [m["type"] for m in json.loads((path / "modules.json").read_text())]
     assert types == ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"]
+
+
+def test_poolers_without_st_equivalent_refuse_to_load_in_st(tiny_bert: Path, tmp_path: Path):
+    st = pytest.importorskip("sentence_transformers")
+    path = Encoder.from_pretrained(str(tiny_bert), pooling="first_last_avg").save(tmp_path / "m")
+    with pytest.raises(Exception, match="contrastkit"):
+        st.SentenceTransformer(str(path), device="cpu")
+    with pytest.raises(Exception, match="contrastkit.Encoder"):
+        st.SentenceTransformer(str(path), device="cpu", trust_remote_code=True)
+    assert Encoder.from_pretrained(str(path)).pooling == "first_last_avg"

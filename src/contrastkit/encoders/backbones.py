@@ -44,7 +44,8 @@ def resolve_alias(name: str) -> str:
         if hit is None:
             raise ConfigError(f"package '{dist}' has no {suffix} file")
         return str(hit.locate())
-    marker = next((f for f in dist_files if f.name == "config.json"), None)
+    configs = sorted((f for f in dist_files if f.name == "config.json"), key=lambda f: len(f.parts))
+    marker = configs[0] if configs else None  # the model's own config, not a sub-module's
     if marker is None:
         raise ConfigError(f"package '{dist}' holds no model directory")
     return str(Path(str(marker.locate())).parent)
@@ -145,7 +146,7 @@ def load_backbone(name: str, *, num_layers: int | None = None, dropout: float | 
     try:
         model = AutoModel.from_pretrained(src, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(src)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load backbone '{name}': {err}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .backbones import load_backbone
+from .backbones import load_backbone, resolve_alias
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
 
 META_FILE = "contrastkit.json"
@@ -72,6 +72,7 @@ class Encoder(nn.Module):
                         attention_dropout: float | None = None, residual_dropout: float | None = None,
                         prompt_template: str | None = None) -> Encoder:
         """Load a contrastkit dir, a sentence-transformers dir, or any HF backbone (name, path, .gguf, alias)."""
+        name_or_path = resolve_alias(name_or_path)
         path = Path(name_or_path)
         meta: dict[str, Any] = {}
         subfolder = ""
