@@ -84,3 +84,11 @@ def test_eval_sts_writes_tables(tiny_bert: Path, tmp_path: Path, capsys):
     res = json.loads((tmp_path / "ev" / "sts.json").read_text())
     assert "STSBenchmark-dev" in json.dumps(res)
     assert (tmp_path / "ev" / "sts.md").read_text().strip()
+
+
+def test_streaming_data_trains_the_same_number_of_steps(tiny_bert: Path, tmp_path: Path):
+    cfg = _write_config(tmp_path, tiny_bert)
+    assert main(["train", str(cfg), "--set", "data.streaming=true", "--set", "data.shuffle_buffer=7",
+                 "--set", "data.limit=33"]) == 0
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["step"] == 4 and state["samples"] == 32  # 33 examples, batch 8: a last batch of one is dropped

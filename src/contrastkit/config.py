@@ -34,6 +34,8 @@ class DataConfig(_Section):
     columns: list[str] | None = None
     split: str = "train"
     limit: int | None = Field(default=None, ge=1, description="Use only the first N examples.")
+    streaming: bool = Field(default=False, description="Read the file lazily each epoch (larger than memory).")
+    shuffle_buffer: int = Field(default=10_000, ge=1, description="Shuffle window when streaming.")
 
 
 class ModelConfig(_Section):
@@ -75,6 +77,7 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     precision: Precision = "auto"
+    device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = 42
     checkpoint_every: int = Field(default=250, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)

@@ -50,7 +50,8 @@ class DemoSettings:
     eval_queries: int  # KJV queries sampled from the held-out books
     eval_corpus: int | None  # held-out verses whose WEB text forms the corpus (None: all)
     sts: bool  # add STS-B test when the SentEval data is found
-    eval_precision: str = "fp32"
+    hard_negatives: bool = False  # add the WEB text of a neighbouring verse as a hard negative (triplets)
+    eval_precision: str = "auto"
     seed: int = 42
 
 
@@ -106,18 +107,33 @@ def _heldout_eval_set(verses: list[Verse], settings: DemoSettings) -> _EvalSet:
     return _EvalSet([v.kjv for v in queries], corpus, [pos[v.web] for v in queries], [v.ref for v in queries])
 
 
-def _write_pairs(path: Path, verses: list[Verse]) -> None:
+def _neighbours(verses: list[Verse]) -> dict[str, str]:
+    """For each verse reference, the WEB text of the next verse of its chapter (the previous one at the end)."""
+    out: dict[str, str] = {}
+    for i, v in enumerate(verses):
+        for j in (i + 1, i - 1):
+            if 0 <= j < len(verses) and (verses[j].book, verses[j].chapter) == (v.book, v.chapter) \
+                    and verses[j].web != v.web:
+                out[v.ref] = verses[j].web
+                break
+    return out
+
+
+def _write_pairs(path: Path, verses: list[Verse], negatives: dict[str, str] | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for v in verses:
-            fh.write(json.dumps({"anchor": v.kjv, "positive": v.web, "ref": v.ref}, ensure_ascii=False) + "\n")
+            row = {"anchor": v.kjv, "positive": v.web}
+            if negatives is not None:
+                row["negative"] = negatives[v.ref]
+            fh.write(json.dumps(row | {"ref": v.ref}, ensure_ascii=False) + "\n")
     tmp.replace(path)
 
 
 def _sts_task(enabled: bool) -> tuple[Any | None, str]:
     """The STS-B test task when SentEval's data is found, else (None, why not)."""
     if not enabled:
-        return None, "STS-B skipped (quick run)"
+        return None, "STS-B skipped (not requested)"
     from .errors import ContrastkitError
     from .evaluation.senteval import load_sts_task, resolve_senteval_dir
 
@@ -287,6 +303,7 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
 def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backbone: str = MODEL_ALIAS,
              limit: int | None = None, eval_queries: int | None = None, eval_corpus: int | None = None,
              batch_size: int | None = None, lr: float | None = None, sts: bool | None = None,
+             hard_negatives: bool | None = None,
              progress: bool | None = None, log: Callable[[str], None] = _say) -> dict[str, Any]:
     """Train on the embedded KJV->WEB pairs, evaluate before/after, print a table and write the report."""
     from .config import build_config
@@ -295,7 +312,8 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
     t_start = time.perf_counter()
     settings = QUICK if quick else FULL
     overrides = {k: v for k, v in dict(train_pairs=limit, eval_queries=eval_queries, eval_corpus=eval_corpus,
-                                       batch_size=batch_size, lr=lr, sts=sts).items() if v is not None}
+                                       batch_size=batch_size, lr=lr, sts=sts,
+                                       hard_negatives=hard_negatives).items() if v is not None}
     settings = replace(settings, **overrides)
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -308,10 +326,13 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
     t0 = time.perf_counter()
     verses = bible_verses()
     train_pool = [v for v in verses if v.book not in HELDOUT_BOOKS]
+    negatives = _neighbours(train_pool) if settings.hard_negatives else None
+    if negatives is not None:
+        train_pool = [v for v in train_pool if v.ref in negatives]
     train_verses = _sample(train_pool, settings.train_pairs, settings.seed)
     random.Random(settings.seed).shuffle(train_verses)
     pairs_path = out / "train_pairs.jsonl"
-    _write_pairs(pairs_path, train_verses)
+    _write_pairs(pairs_path, train_verses, negatives)
     eval_set = _heldout_eval_set(verses, settings)
     sts_task, sts_note = _sts_task(settings.sts)
     timings["data"] = time.perf_counter() - t0
@@ -322,7 +343,7 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
     model_path = resolve_backbone(backbone)
     steps = max(1, len(train_verses) // settings.batch_size)
     config = build_config({
-        "data": {"source": str(pairs_path), "format": "jsonl", "kind": "pair"},
+        "data": {"source": str(pairs_path), "format": "jsonl", "kind": "triplet" if negatives else "pair"},
         "model": {"backbone": model_path, "pooling": "mean", "max_length": settings.max_length},
         "loss": {"name": "infonce", "temperature": 0.05, "symmetric": True},
         "train": {"output_dir": str(train_dir), "batch_size": settings.batch_size, "epochs": 1, "max_steps": steps,

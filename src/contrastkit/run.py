@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from .data import Example, ReadStats, open_examples
 from .encoders import Encoder
 from .errors import ConfigError
 from .losses import LOSSES
-from .samplers import RandomBatches
+from .samplers import BatchSource, RandomBatches, StreamingBatches
 from .training.trainer import EvalFn, LossFn, Trainer, TrainResult
 from .views import embed_batch
 
@@ -31,6 +33,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def build_encoder(cfg: ModelConfig) -> Encoder:
     """The Encoder a model section describes."""
     return Encoder.from_pretrained(
@@ -39,23 +50,34 @@ def build_encoder(cfg: ModelConfig) -> Encoder:
         prompt_template=cfg.prompt_template if cfg.pooling == "prompt" else None)
 
 
-def load_training_examples(cfg: DataConfig) -> tuple[list[Example], ReadStats]:
-    """Read (and validate) the training examples of a data section."""
-    stats = ReadStats()
+def stream_training_examples(cfg: DataConfig, stats: ReadStats | None = None) -> Iterator[Example]:
+    """Stream (and validate) the training examples of a data section, honouring ``limit``."""
     if cfg.source.startswith("embedded:"):
         from .data.embedded import embedded_corpus
 
-        examples = [Example(texts=(t,)) for t in embedded_corpus(cfg.source.split(":", 1)[1])]
+        stream: Iterator[Example] = (Example(texts=(t,)) for t in embedded_corpus(cfg.source.split(":", 1)[1]))
     else:
-        examples = []
-        for ex in open_examples(cfg.source, format=cfg.format, kind=cfg.kind, columns=cfg.columns,
-                                split=cfg.split, stats=stats):
-            examples.append(ex)
-            if cfg.limit and len(examples) >= cfg.limit:
-                break
-    if cfg.limit:
-        examples = examples[: cfg.limit]
-    return examples, stats
+        stream = open_examples(cfg.source, format=cfg.format, kind=cfg.kind, columns=cfg.columns,
+                               split=cfg.split, stats=stats)
+    return itertools.islice(stream, cfg.limit) if cfg.limit else stream
+
+
+def load_training_examples(cfg: DataConfig) -> tuple[list[Example], ReadStats]:
+    """Read all training examples of a data section into memory."""
+    stats = ReadStats()
+    return list(stream_training_examples(cfg, stats)), stats
+
+
+def build_batches(config: RunConfig) -> BatchSource[Example]:
+    """In-memory shuffled batches, or streaming batches when ``data.streaming`` is set."""
+    seed, size = config.train.seed, config.train.batch_size
+    if config.data.streaming:
+        return StreamingBatches(lambda: stream_training_examples(config.data), size, seed=seed,
+                                buffer_size=config.data.shuffle_buffer)
+    examples, stats = load_training_examples(config.data)
+    if stats.skipped_blank:
+        print(f"data: {len(examples)} examples from {config.data.source} ({stats.skipped_blank} blank lines skipped)")
+    return RandomBatches(examples, size, seed=seed)
 
 
 def build_loss(cfg: LossConfig) -> LossFn:
@@ -91,14 +113,9 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
         raise ConfigError(f"--resume: the config differs from the one saved in {saved}; a resumed run "
                           "must use the same config (compare the two files)")
     saved.write_text(dump_config(config))
-    examples, stats = load_training_examples(config.data)
-    if stats.skipped_blank:
-        print(f"data: {len(examples)} examples from {config.data.source} ({stats.skipped_blank} blank lines skipped)")
-    if config.data.kind != "single" and len(examples[0].texts) < 2:
-        raise ConfigError(f"data.kind={config.data.kind} but the examples have a single text")
+    source = build_batches(config)
     seed_everything(config.train.seed)
-    encoder = build_encoder(config.model)
-    source = RandomBatches(examples, config.train.batch_size, seed=config.train.seed)
+    encoder = build_encoder(config.model).to(resolve_device(config.train.device))
     trainer = Trainer(encoder, build_loss(config.loss), embed_batch, config.train,
                       eval_fn=build_eval(config.eval), eval_every=config.eval.every,
                       select_best=config.eval.select_best)

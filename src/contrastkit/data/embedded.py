@@ -9,7 +9,7 @@ Names accepted by :func:`embedded_pairs` (``(anchor, positive)`` pairs):
 * ``bible-train`` -- the pairs of the training books (every book not in
   :data:`HELDOUT_BOOKS`).
 * ``bible-heldout`` -- the pairs of the held-out books :data:`HELDOUT_BOOKS`
-  (Ruth, Job, Proverbs, Acts, Hebrews, Revelation: 3,783 verses). The split is by
+  (Ruth, Job, Proverbs, Acts, Hebrews, Revelation: 3,781 verses). The split is by
   book, so no verse of a held-out book is ever a training pair. The held-out books
   avoid the large parallel passages of the canon (Kings/Chronicles, the synoptic
   gospels), so their text is not seen in training in another book's words either.
@@ -50,6 +50,7 @@ __all__ = [
     "Verse",
     "bible_verses",
     "clean_osis",
+    "diatheke_verses",
     "embedded_corpus",
     "embedded_pairs",
     "parse_diatheke",
@@ -178,6 +179,19 @@ def _find_module(translation: str, modules: list[tuple[str, str]]) -> str:
             return n
     raise DataError(f"the SWORD module of the {desc_prefix} Bible is not installed (Debian package "
                     f"'{package}'); {_INSTALL_HINT}")
+
+
+def diatheke_verses(translation: str, key: str) -> dict[tuple[str, int, int], str]:
+    """Clean text of the verses ``key`` (e.g. ``"John 3:16-18"``) of one translation ('kjv' or 'web')."""
+    if translation not in BIBLE_MODULES:
+        raise DataError(f"unknown translation '{translation}'; known: {', '.join(BIBLE_MODULES)}")
+    exe = _diatheke()
+    module = _find_module(translation, _module_list(exe))
+    proc = subprocess.run([exe, "-b", module, "-k", key], capture_output=True, text=True, encoding="utf-8",
+                          timeout=600, check=False)
+    if proc.returncode != 0:
+        raise DataError(f"diatheke -b {module} -k {key} failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+    return parse_diatheke(proc.stdout)
 
 
 def _extract_bible() -> list[Verse]:
