@@ -251,7 +251,7 @@ def _examples(eval_set: _EvalSet, before: dict[str, Any], after: dict[str, Any],
 def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]]) -> str:
     d, t, tr = report["data"], report["timings_s"], report["training"]
     lines = [
-        "# contrastkit demo: domain adaptation of all-MiniLM-L6-v2 to archaic English",
+        f"# contrastkit demo: domain adaptation of {report['model']['name']} to archaic English",
         "",
         f"Run {report['finished']}; output `{report['output_dir']}`.",
         "",

@@ -15,6 +15,9 @@ from typing import Any
 from torch import Tensor
 
 from ..data.examples import Example
+from .cutoff import EMBEDDING_VIEWS, embed_with_cutoff, feature_cutoff, token_cutoff, token_shuffle
+from .edits import (PAIR_SAMPLERS, TEXT_EDITS, WordNetUnavailableError, crop, get_wordnet, reorder, span_deletion,
+                    span_sampling, synonym_substitution, word_deletion, word_repetition)
 
 
 def _repeat_features(features: dict[str, Tensor], times: int) -> dict[str, Tensor]:
@@ -37,4 +40,6 @@ def embed_batch(encoder: Any, examples: Sequence[Example]) -> tuple[Tensor, Tens
     return emb[0], emb[1], negatives
 
 
-__all__ = ["embed_batch"]
+__all__ = ["EMBEDDING_VIEWS", "PAIR_SAMPLERS", "TEXT_EDITS", "WordNetUnavailableError", "crop", "embed_batch",
+           "embed_with_cutoff", "feature_cutoff", "get_wordnet", "reorder", "span_deletion", "span_sampling",
+           "synonym_substitution", "token_cutoff", "token_shuffle", "word_deletion", "word_repetition"]
