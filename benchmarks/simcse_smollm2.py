@@ -55,8 +55,8 @@ EVAL_PRECISION = "bf16"
 # The final configuration (what `python benchmarks/simcse_smollm2.py` reruns).
 FINAL = dict(backbone="smollm2-135m", pooling="mean", num_layers=None, max_length=32,
              attention_dropout=0.1, residual_dropout=None, embed_dropout=None,
-             lr=3e-5, batch_size=32, temperature=0.05, max_steps=550, warmup_ratio=0.0,
-             eval_every=50, seed=42, freeze_embeddings=False, freeze_layers=0, threads=1,
+             lr=3e-5, batch_size=32, temperature=0.05, max_steps=1000, warmup_ratio=0.0,
+             eval_every=100, seed=42, freeze_embeddings=False, freeze_layers=20, threads=1,
              time_budget_min=58.0)
 
 

@@ -39,8 +39,8 @@ def infonce(
     """
     if anchor.ndim != 2 or positive.shape != anchor.shape:
         raise ValueError(f"anchor and positive must both be (N, d); got {tuple(anchor.shape)} and {tuple(positive.shape)}")
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be a finite number > 0, got {temperature}")
     if hard_negative_weight <= 0:
         raise ConfigError(f"hard_negative_weight must be > 0, got {hard_negative_weight}")
     n = anchor.shape[0]
