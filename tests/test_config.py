@@ -91,3 +91,24 @@ def test_simcse_recipes_carry_the_paper_hyperparameters():
             unsup.train.epochs, unsup.model.pooling) == (64, 3e-5, 32, 0.05, 1, "cls_mlp")
     sup = load_config(RECIPES / "simcse-sup.yaml")
     assert (sup.data.kind, sup.train.batch_size, sup.train.lr, sup.train.epochs) == ("triplet", 512, 5e-5, 3)
+
+
+def test_loss_parameters_are_checked_against_the_loss_signature():
+    cfg = build_config({**BASE, "loss": {"name": "debiased", "tau_plus": 0.2}})
+    assert cfg.loss.kwargs() == {"temperature": 0.05, "tau_plus": 0.2}
+    with pytest.raises(ConfigError, match=r"unknown key 'tau_pluss' for loss 'debiased'"):
+        build_config({**BASE, "loss": {"name": "debiased", "tau_pluss": 0.2}})
+    with pytest.raises(ConfigError, match="unknown loss 'infonse'"):
+        build_config({**BASE, "loss": {"name": "infonse"}})
+    with pytest.raises(ConfigError, match=r"needs per-batch inputs \(scores\)"):
+        build_config({**BASE, "loss": {"name": "cosent"}})
+
+
+def test_build_loss_binds_only_the_losses_own_parameters():
+    import torch
+
+    from contrastkit.run import build_loss
+
+    fn = build_loss(build_config({**BASE, "loss": {"name": "triplet", "margin": 0.3}}).loss)
+    a = torch.randn(4, 8)
+    assert torch.isfinite(fn(a, a + 0.1, torch.randn(4, 8)))

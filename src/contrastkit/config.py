@@ -53,13 +53,51 @@ class ModelConfig(_Section):
     )
 
 
-class LossConfig(_Section):
-    """The contrastive objective."""
+class LossConfig(BaseModel):
+    """The objective: a registered loss ``name`` plus that loss's own keyword parameters.
 
-    name: Literal["infonce"] = "infonce"
+    Extra keys are the loss function's keyword arguments (e.g. ``tau_plus`` for ``debiased``);
+    they are checked against its signature at load time, so a misspelt parameter is named.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = "infonce"
     temperature: float = Field(default=0.05, gt=0.0)
-    hard_negative_weight: float = Field(default=1.0, gt=0.0, description="SimCSE's alpha for the paired negative.")
-    symmetric: bool = False
+
+    @model_validator(mode="after")
+    def _check_params(self) -> LossConfig:
+        import inspect
+
+        from .losses import LOSSES
+
+        fn = LOSSES.get(self.name)
+        sig = inspect.signature(fn).parameters
+        options = {k for k, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        for key in self.params:
+            if key not in options:
+                raise ValueError(f"unknown key '{key}' for loss '{self.name}' (accepts: {', '.join(sorted(options))})")
+        needed = [k for k in options if sig[k].default is inspect.Parameter.empty and k not in self.params]
+        if needed:
+            raise ValueError(f"loss '{self.name}' needs per-batch inputs ({', '.join(needed)}) that the trainer "
+                             "does not supply; it can be called directly as a function")
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The loss-specific keyword parameters (everything but ``name``)."""
+        return dict(self.model_extra or {})
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments to bind to the loss function."""
+        return {"temperature": self.temperature, **self.params} if "temperature" in self._accepted() else self.params
+
+    def _accepted(self) -> set[str]:
+        import inspect
+
+        from .losses import LOSSES
+
+        return set(inspect.signature(LOSSES.get(self.name)).parameters)
 
 
 class TrainConfig(_Section):
@@ -105,7 +143,7 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RunConfig:
-        if self.data.kind == "single" and self.loss.symmetric:
+        if self.data.kind == "single" and self.loss.params.get("symmetric"):
             raise ValueError("loss.symmetric needs data.kind 'pair' or 'triplet' (unsupervised views are symmetric already)")
         if self.model.pooling == "prompt" and "{text}" not in self.model.prompt_template:
             raise ValueError("model.prompt_template must contain '{text}'")

@@ -82,9 +82,7 @@ def build_batches(config: RunConfig) -> BatchSource[Example]:
 
 def build_loss(cfg: LossConfig) -> LossFn:
     """The loss function with its hyper-parameters bound."""
-    fn = LOSSES.get(cfg.name)
-    return functools.partial(fn, temperature=cfg.temperature, hard_negative_weight=cfg.hard_negative_weight,
-                             symmetric=cfg.symmetric)
+    return functools.partial(LOSSES.get(cfg.name), **cfg.kwargs())
 
 
 def build_eval(cfg: EvalConfig, batch_size: int = 128) -> EvalFn | None:
