@@ -138,3 +138,21 @@ def test_checkpoint_tree_round_trip(tmp_path: Path):
     back = load_tree(tmp_path, "s")
     assert torch.equal(back["a"], tree["a"]) and back[2]["b"] == (1.5, "x", None)
     assert torch.equal(back[2]["c"][0], torch.ones(2, 2)) and back[2]["c"][1] is True
+
+
+def test_no_duplicates_sampler_keeps_every_example_and_no_text_twice_in_a_batch():
+    from contrastkit.samplers import NoDuplicatesBatches
+
+    texts = ["a", "b", "a", "c", "a", "d", "b", "e"]
+    exs = [Example(texts=(t, f"p{i}")) for i, t in enumerate(texts)]
+    src = NoDuplicatesBatches(exs, 3, seed=2)
+    batches = list(src.batches(0))
+    for b in batches:
+        flat = [t for ex in b for t in ex.texts]
+        assert len(flat) == len(set(flat))
+    used = [ex.texts[1] for b in batches for ex in b]
+    assert len(used) == len(set(used)) >= 6  # each example at most once; only an unplaceable tail is left out
+    distinct = [Example(texts=(f"t{i}",)) for i in range(10)]
+    assert sum(len(b) for b in NoDuplicatesBatches(distinct, 3).batches(0)) == 10
+    assert list(src.batches(0, start=1)) == batches[1:]
+    assert batches == list(NoDuplicatesBatches(exs, 3, seed=2).batches(0))

@@ -132,12 +132,19 @@ class EvalConfig(_Section):
     select_best: bool = True
 
 
+class SamplerConfig(_Section):
+    """How examples are grouped into batches."""
+
+    name: Literal["random", "no_duplicates"] = "random"
+
+
 class RunConfig(_Section):
     """A whole training run."""
 
     data: DataConfig
     model: ModelConfig
     loss: LossConfig = LossConfig()
+    sampler: SamplerConfig = SamplerConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -145,6 +152,8 @@ class RunConfig(_Section):
     def _check_combinations(self) -> RunConfig:
         if self.data.kind == "single" and self.loss.params.get("symmetric"):
             raise ValueError("loss.symmetric needs data.kind 'pair' or 'triplet' (unsupervised views are symmetric already)")
+        if self.sampler.name != "random" and self.data.streaming:
+            raise ValueError(f"sampler '{self.sampler.name}' needs the data in memory; set data.streaming=false")
         if self.model.pooling == "prompt" and "{text}" not in self.model.prompt_template:
             raise ValueError("model.prompt_template must contain '{text}'")
         return self

@@ -14,7 +14,7 @@ from .data import Example, ReadStats, open_examples
 from .encoders import Encoder
 from .errors import ConfigError
 from .losses import LOSSES
-from .samplers import BatchSource, RandomBatches, StreamingBatches
+from .samplers import BatchSource, NoDuplicatesBatches, RandomBatches, StreamingBatches
 from .training.trainer import EvalFn, LossFn, Trainer, TrainResult
 from .views import embed_batch
 
@@ -77,6 +77,8 @@ def build_batches(config: RunConfig) -> BatchSource[Example]:
     examples, stats = load_training_examples(config.data)
     if stats.skipped_blank:
         print(f"data: {len(examples)} examples from {config.data.source} ({stats.skipped_blank} blank lines skipped)")
+    if config.sampler.name == "no_duplicates":
+        return NoDuplicatesBatches(examples, size, seed=seed)
     return RandomBatches(examples, size, seed=seed)
 
 

@@ -99,3 +99,54 @@ class StreamingBatches(Generic[T]):
                 batch = []
         if len(batch) > 1 and index >= start:
             yield batch
+
+
+class NoDuplicatesBatches(Generic[T]):
+    """Shuffled batches in which no text occurs twice (a repeated text would be its own false negative).
+
+    Duplicates are tracked on the input texts, not on embeddings. An example whose text is
+    already in the batch being filled waits for a later batch (as sentence-transformers'
+    NoDuplicatesBatchSampler does); at the end of an epoch, examples that can only form a batch
+    of one are left out of that epoch. The order depends only on ``(seed, epoch)``.
+    """
+
+    def __init__(self, examples: Sequence[T], batch_size: int, seed: int = 0,
+                 texts_of: Callable[[T], Iterable[str]] | None = None) -> None:
+        if len(examples) < 2:
+            raise ValueError(f"need at least 2 training examples, got {len(examples)}")
+        self.examples = examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.texts_of = texts_of or (lambda ex: getattr(ex, "texts", (str(ex),)))
+        self._cache: dict[int, list[list[int]]] = {}
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._cache:
+            pending = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples)).tolist()
+            plan: list[list[int]] = []
+            while pending:
+                batch: list[int] = []
+                seen: set[str] = set()
+                rest: list[int] = []
+                for i in pending:
+                    texts = set(self.texts_of(self.examples[i]))
+                    if len(batch) < self.batch_size and not (texts & seen):
+                        batch.append(i)
+                        seen |= texts
+                    else:
+                        rest.append(i)
+                if len(batch) > 1:
+                    plan.append(batch)
+                pending = rest if len(batch) > 1 else []
+            self._cache = {epoch: plan}
+        return self._cache[epoch]
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Number of batches in the first epoch (later epochs may differ by a batch)."""
+        return len(self._plan(0))
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[list[T]]:
+        """Yield duplicate-free batches of ``epoch`` from batch index ``start`` on."""
+        for idx in self._plan(epoch)[start:]:
+            yield [self.examples[i] for i in idx]
