@@ -153,6 +153,6 @@ def test_no_duplicates_sampler_keeps_every_example_and_no_text_twice_in_a_batch(
     used = [ex.texts[1] for b in batches for ex in b]
     assert len(used) == len(set(used)) >= 6  # each example at most once; only an unplaceable tail is left out
     distinct = [Example(texts=(f"t{i}",)) for i in range(10)]
-    assert sum(len(b) for b in NoDuplicatesBatches(distinct, 3).batches(0)) == 10
+    assert sum(len(b) for b in NoDuplicatesBatches(distinct, 3).batches(0)) == 9  # a last batch of one is dropped
     assert list(src.batches(0, start=1)) == batches[1:]
     assert batches == list(NoDuplicatesBatches(exs, 3, seed=2).batches(0))
