@@ -190,6 +190,15 @@ def test_bible_verses_cache_and_splits(tmp_path: Path, monkeypatch: pytest.Monke
         embedded.embedded_corpus("nope")
 
 
+def test_embedded_source_in_a_run_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contrastkit.config import DataConfig
+    from contrastkit.run import load_training_examples
+
+    monkeypatch.setattr(embedded, "bible_verses", lambda: _synthetic_verses())
+    examples, _ = load_training_examples(DataConfig(source="embedded:bible-kjv", limit=5))
+    assert [e.texts for e in examples] == [(v.kjv,) for v in _synthetic_verses()[:5]]
+
+
 def test_missing_diatheke_names_the_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTRASTKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
@@ -260,6 +269,7 @@ def test_run_demo_on_a_tiny_model(tiny_bert: Path, tmp_path: Path, monkeypatch: 
     assert saved["config"]["data"]["kind"] == "pair" and saved["config"]["eval"]["tasks"] == []
     assert "Held-out books" in (out / "report.md").read_text(encoding="utf-8")
     assert Path(saved["training"]["model_dir"]).is_dir()
+    assert not (out / "train" / "checkpoints").exists()  # optimizer state is dropped after training
     # training pairs come only from the training books
     refs = [json.loads(ln)["ref"] for ln in (out / "train_pairs.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(refs) == 32 and not {r.rsplit(" ", 1)[0] for r in refs} & set(HELDOUT_BOOKS)

@@ -80,7 +80,8 @@ class Trainer:
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, fused=False)
+        # The fused kernel (CPU and CUDA) is several times faster than the per-tensor loop.
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, fused=True)
 
     def total_steps(self, source: BatchSource[Any]) -> int:
         """Optimizer steps the run will take."""
