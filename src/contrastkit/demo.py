@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 
 from .data.embedded import HELDOUT_BOOKS, Verse, bible_verses
 
-__all__ = ["DemoSettings", "FULL", "QUICK", "run_demo"]
+__all__ = ["DemoSettings", "FULL", "QUICK", "auto_threads", "format_table", "resolve_backbone", "run_demo"]
 
 MODEL_ALIAS = "all-MiniLM-L6-v2"
 
@@ -79,6 +80,20 @@ def resolve_backbone(name: str) -> str:
         if (cand / "config.json").is_file() and (any(cand.glob("*.safetensors")) or any(cand.glob("*.bin"))):
             return str(cand)
     return str(path)
+
+
+def auto_threads() -> int:
+    """Torch threads for a run: the cores not busy with other work (1-minute load average), at least 1.
+
+    On a shared machine, more compute threads than free cores makes PyTorch's CPU kernels wait on
+    descheduled threads: with one of two cores busy, two threads ran MiniLM about 3x slower than one.
+    """
+    n = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return n
+    return max(1, min(n, int(n - load + 0.5)))
 
 
 def _sample(items: list[Verse], n: int | None, seed: int) -> list[Verse]:
@@ -308,9 +323,32 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
 def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backbone: str = MODEL_ALIAS,
              limit: int | None = None, eval_queries: int | None = None, eval_corpus: int | None = None,
              batch_size: int | None = None, lr: float | None = None, sts: bool | None = None,
-             hard_negatives: bool | None = None,
+             hard_negatives: bool | None = None, threads: int | None = None,
              progress: bool | None = None, log: Callable[[str], None] = _say) -> dict[str, Any]:
-    """Train on the embedded KJV->WEB pairs, evaluate before/after, print a table and write the report."""
+    """Train on the embedded KJV->WEB pairs, evaluate before/after, print a table and write the report.
+
+    ``threads``: torch CPU threads (default: $OMP_NUM_THREADS if set, else :func:`auto_threads`).
+    """
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    if threads is None and not os.environ.get("OMP_NUM_THREADS"):
+        threads = auto_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(output_dir, quick, backbone=backbone, limit=limit, eval_queries=eval_queries,
+                         eval_corpus=eval_corpus, batch_size=batch_size, lr=lr, sts=sts,
+                         hard_negatives=hard_negatives, progress=progress, log=log)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int | None, eval_queries: int | None,
+              eval_corpus: int | None, batch_size: int | None, lr: float | None, sts: bool | None,
+              hard_negatives: bool | None, progress: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
     from .config import build_config
     from .run import train
 
@@ -327,7 +365,8 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
         shutil.rmtree(train_dir)  # a previous demo run in this directory: start afresh
     timings: dict[str, float] = {}
 
-    log(f"contrastkit demo{' (quick)' if quick else ''}: KJV -> WEB domain adaptation of {backbone}")
+    log(f"contrastkit demo{' (quick)' if quick else ''}: KJV -> WEB domain adaptation of {backbone} "
+        f"(torch CPU threads: {torch.get_num_threads()} of {os.cpu_count()} cores)")
     t0 = time.perf_counter()
     verses = bible_verses()
     train_pool = [v for v in verses if v.book not in HELDOUT_BOOKS]
@@ -402,6 +441,8 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "config": config.model_dump(mode="json"),
         "python": sys.version.split()[0],
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report, rows), encoding="utf-8")
