@@ -4,12 +4,13 @@
 #   diatheke        command-line reader of SWORD Bible modules
 #   sword-text-kjv  King James Version (1769)   - public domain
 #   sword-text-web  World English Bible         - public domain
+#   wordnet-base    WordNet 3.0 data files (synonym substitution view, wordnet corpus)
 #
 # `contrastkit demo` pairs each KJV verse with its WEB verse (natural paraphrases).
 # Usage: sudo scripts/install_system_deps.sh   (does nothing when all are installed)
 set -euo pipefail
 
-PACKAGES=(diatheke sword-text-kjv sword-text-web)
+PACKAGES=(diatheke sword-text-kjv sword-text-web wordnet-base)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

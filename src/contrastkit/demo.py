@@ -34,7 +34,7 @@ from typing import Any
 
 from .data.embedded import HELDOUT_BOOKS, Verse, bible_verses
 
-__all__ = ["DemoSettings", "FULL", "QUICK", "auto_threads", "format_table", "resolve_backbone", "run_demo"]
+__all__ = ["DemoSettings", "FULL", "QUICK", "auto_threads", "format_table", "run_demo"]
 
 MODEL_ALIAS = "all-MiniLM-L6-v2"
 
@@ -68,18 +68,6 @@ QUICK = DemoSettings(train_pairs=64, batch_size=16, lr=5e-5, warmup_ratio=0.0, m
 # ----------------------------------------------------------------------------- helpers
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def resolve_backbone(name: str) -> str:
-    """A local directory for a backbone name or alias (sentence-transformers dirs keep their pooling)."""
-    from .encoders.backbones import resolve_alias
-
-    path = Path(resolve_alias(name))
-    # a package may hold several config.json files (e.g. 1_Pooling/config.json): use the model's own dir
-    for cand in (path, *path.parents[:2]):
-        if (cand / "config.json").is_file() and (any(cand.glob("*.safetensors")) or any(cand.glob("*.bin"))):
-            return str(cand)
-    return str(path)
 
 
 def auto_threads() -> int:
@@ -295,7 +283,7 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
         f"- Model: {report['model']['name']} (`{report['model']['path']}`), mean pooling, "
         f"max_length {report['config']['model']['max_length']}.",
         f"- Loss: InfoNCE with in-batch negatives, temperature {report['config']['loss']['temperature']}, "
-        f"symmetric {report['config']['loss']['symmetric']}.",
+        f"{'symmetric (both directions)' if report['config']['loss']['symmetric'] else 'KJV -> WEB only'}.",
         f"- {tr['steps']} steps of batch {report['config']['train']['batch_size']}, lr "
         f"{report['config']['train']['lr']} (warm-up {report['config']['train']['warmup_ratio']}, linear decay), "
         f"precision {report['config']['train']['precision']}; trained model: `{tr['model_dir']}`.",
@@ -315,6 +303,7 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
                       f"  KJV: {ex['query_kjv']}  ", f"  WEB: {ex['target_web']}"]
     lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in t.items()]
+    lines += ["", f"{report['torch_threads']} torch CPU thread(s) on {report['cpu_count']} cores."]
     lines += ["", "Full config: `report.json` (key `config`) and `train/config.yaml`.", ""]
     return "\n".join(lines)
 
@@ -384,7 +373,9 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
         f"{len(eval_set.queries)} KJV queries vs {len(eval_set.corpus)} WEB verses of {', '.join(HELDOUT_BOOKS)}")
     log(sts_note)
 
-    model_path = resolve_backbone(backbone)
+    from .encoders.backbones import resolve_alias
+
+    model_path = resolve_alias(backbone)
     steps = max(1, len(train_verses) // settings.batch_size)
     config = build_config({
         "data": {"source": str(pairs_path), "format": "jsonl", "kind": "triplet" if negatives else "pair"},
