@@ -13,24 +13,16 @@ of the lower corpus index, so results are deterministic. Metrics (x 100):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["evaluate_paraphrase_retrieval", "first_relevant_ranks", "retrieval_metrics"]
+from contrastkit.evaluation.retrieval import EncodeFn
+from contrastkit.evaluation.retrieval import normalize_embeddings as _as_tensor
 
-EncodeFn = Callable[[list[str]], Any]
-"""An encoder: a list of texts in, an ``(n, d)`` array (numpy or torch) out."""
-
-
-def _as_tensor(x: Any) -> torch.Tensor:
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    t = t.float()
-    if t.ndim != 2:
-        raise ValueError(f"expected an (n, d) embedding matrix, got shape {tuple(t.shape)}")
-    return torch.nn.functional.normalize(torch.nan_to_num(t), dim=-1)
+__all__ = ["EncodeFn", "evaluate_paraphrase_retrieval", "first_relevant_ranks", "retrieval_metrics"]
 
 
 def _relevant_sets(relevant_index: Sequence[int | Collection[int]], n_corpus: int) -> list[list[int]]:
