@@ -145,3 +145,23 @@ def test_poolers_without_st_equivalent_refuse_to_load_in_st(tiny_bert: Path, tmp
     with pytest.raises(Exception, match="contrastkit.Encoder"):
         st.SentenceTransformer(str(path), device="cpu", trust_remote_code=True)
     assert Encoder.from_pretrained(str(path)).pooling == "first_last_avg"
+
+
+@pytest.mark.parametrize("buckets", [2, 3])
+def test_length_buckets_give_the_same_embeddings_and_gradients(tiny_bert: Path, buckets: int):
+    from contrastkit.data import Example
+    from contrastkit.views import embed_batch
+
+    enc = Encoder.from_pretrained(str(tiny_bert), pooling="mean")
+    enc.eval()  # no dropout: both paths must agree
+    exs = [Example(texts=(t, u)) for t, u in zip(make_sentences(12, seed=1), make_sentences(12, seed=2))]
+    grads = []
+    outs = []
+    for b in (1, buckets):
+        enc.zero_grad()
+        a, p, _ = embed_batch(enc, exs, length_buckets=b)
+        (a.sum() + 2 * p.sum()).backward()
+        outs.append((a.detach(), p.detach()))
+        grads.append(enc.backbone.embeddings.word_embeddings.weight.grad.clone())
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5) and torch.allclose(outs[0][1], outs[1][1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)

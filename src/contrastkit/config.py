@@ -115,6 +115,7 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     precision: Precision = "auto"
+    length_buckets: int = Field(default=2, ge=1, description="Forward each batch as k length-sorted chunks (less padding).")
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = 42
     checkpoint_every: int = Field(default=250, ge=1)

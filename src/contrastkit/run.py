@@ -116,7 +116,8 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
     source = build_batches(config)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.model).to(resolve_device(config.train.device))
-    trainer = Trainer(encoder, build_loss(config.loss), embed_batch, config.train,
+    embed = functools.partial(embed_batch, length_buckets=config.train.length_buckets)
+    trainer = Trainer(encoder, build_loss(config.loss), embed, config.train,
                       eval_fn=build_eval(config.eval), eval_every=config.eval.every,
                       select_best=config.eval.select_best)
     return trainer.fit(source, resume=resume)

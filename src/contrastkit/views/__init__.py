@@ -24,18 +24,25 @@ def _repeat_features(features: dict[str, Tensor], times: int) -> dict[str, Tenso
     return {k: v.repeat(times, 1) for k, v in features.items()}
 
 
-def embed_batch(encoder: Any, examples: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Embed a batch into (anchor (N,d), positive (N,d), negatives (N,k,d) or None)."""
+def embed_batch(encoder: Any, examples: Sequence[Example], *,
+                length_buckets: int = 1) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Embed a batch into (anchor (N,d), positive (N,d), negatives (N,k,d) or None).
+
+    ``length_buckets`` > 1 runs the forward pass as that many length-sorted chunks (less padding).
+    """
     width = len(examples[0].texts)
     if any(len(e.texts) != width for e in examples):
         raise ValueError("all examples of a batch must have the same number of texts")
     n = len(examples)
     if width == 1:
-        features = encoder.tokenize([e.texts[0] for e in examples])
-        emb = encoder(_repeat_features(features, 2)).float()
+        if length_buckets > 1:
+            emb = encoder.embed_texts([e.texts[0] for e in examples] * 2, buckets=length_buckets).float()
+        else:
+            features = encoder.tokenize([e.texts[0] for e in examples])
+            emb = encoder(_repeat_features(features, 2)).float()
         return emb[:n], emb[n:], None
     texts = [e.texts[c] for c in range(width) for e in examples]
-    emb = encoder(encoder.tokenize(texts)).float().view(width, n, -1)
+    emb = encoder.embed_texts(texts, buckets=length_buckets).float().view(width, n, -1)
     negatives = emb[2:].transpose(0, 1) if width > 2 else None
     return emb[0], emb[1], negatives
 
