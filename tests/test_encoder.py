@@ -165,3 +165,16 @@ def test_length_buckets_give_the_same_embeddings_and_gradients(tiny_bert: Path, 
         grads.append(enc.backbone.embeddings.word_embeddings.weight.grad.clone())
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5) and torch.allclose(outs[0][1], outs[1][1], atol=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
+def test_freeze_layers_stops_gradients_below_k(tiny_bert: Path):
+    from contrastkit.config import ModelConfig
+    from contrastkit.run import build_encoder
+
+    enc = build_encoder(ModelConfig(backbone=str(tiny_bert), freeze_layers=1))
+    layers = enc.backbone.encoder.layer
+    assert not any(p.requires_grad for p in enc.backbone.embeddings.word_embeddings.parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    with pytest.raises(ConfigError, match="nothing to train"):
+        build_encoder(ModelConfig(backbone=str(tiny_bert), freeze_layers=2))

@@ -51,6 +51,9 @@ class ModelConfig(_Section):
     residual_dropout: float | None = Field(
         default=None, ge=0.0, lt=1.0, description="Dropout on each layer's output (for backbones without any)."
     )
+    freeze_layers: int | None = Field(
+        default=None, ge=0, description="Freeze the token embeddings and the first k layers (train the rest)."
+    )
 
 
 class LossConfig(BaseModel):
@@ -155,6 +158,9 @@ class RunConfig(_Section):
             raise ValueError("loss.symmetric needs data.kind 'pair' or 'triplet' (unsupervised views are symmetric already)")
         if self.sampler.name != "random" and self.data.streaming:
             raise ValueError(f"sampler '{self.sampler.name}' needs the data in memory; set data.streaming=false")
+        if self.model.freeze_layers is not None and self.model.num_layers is not None \
+                and self.model.freeze_layers >= self.model.num_layers:
+            raise ValueError("model.freeze_layers must be smaller than model.num_layers (nothing left to train)")
         if self.model.pooling == "prompt" and "{text}" not in self.model.prompt_template:
             raise ValueError("model.prompt_template must contain '{text}'")
         return self

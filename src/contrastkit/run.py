@@ -44,10 +44,15 @@ def resolve_device(name: str) -> str:
 
 def build_encoder(cfg: ModelConfig) -> Encoder:
     """The Encoder a model section describes."""
-    return Encoder.from_pretrained(
+    encoder = Encoder.from_pretrained(
         cfg.backbone, pooling=cfg.pooling, max_length=cfg.max_length, num_layers=cfg.num_layers,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, residual_dropout=cfg.residual_dropout,
         prompt_template=cfg.prompt_template if cfg.pooling == "prompt" else None)
+    if cfg.freeze_layers is not None:
+        from .encoders.backbones import freeze_bottom
+
+        freeze_bottom(encoder.backbone, cfg.freeze_layers)
+    return encoder
 
 
 def stream_training_examples(cfg: DataConfig, stats: ReadStats | None = None) -> Iterator[Example]:
@@ -87,7 +92,7 @@ def build_loss(cfg: LossConfig) -> LossFn:
     return functools.partial(LOSSES.get(cfg.name), **cfg.kwargs())
 
 
-def build_eval(cfg: EvalConfig, batch_size: int = 128) -> EvalFn | None:
+def build_eval(cfg: EvalConfig, batch_size: int = 128, precision: str = "fp32") -> EvalFn | None:
     """An evaluation function over the configured STS dev tasks (Spearman x 100 per task)."""
     if not cfg.tasks:
         return None
@@ -98,7 +103,8 @@ def build_eval(cfg: EvalConfig, batch_size: int = 128) -> EvalFn | None:
     def evaluate(encoder: Encoder) -> dict[str, float]:
         from .evaluation.sts import evaluate_sts
 
-        res = evaluate_sts(lambda texts: encoder.encode(texts, batch_size=batch_size), tasks=tasks)
+        res = evaluate_sts(lambda texts: encoder.encode(texts, batch_size=batch_size, precision=precision),
+                           tasks=tasks)
         return {name: res.tasks[name].spearman for name in res.tasks}
 
     return evaluate
@@ -118,7 +124,7 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
     encoder = build_encoder(config.model).to(resolve_device(config.train.device))
     embed = functools.partial(embed_batch, length_buckets=config.train.length_buckets)
     trainer = Trainer(encoder, build_loss(config.loss), embed, config.train,
-                      eval_fn=build_eval(config.eval), eval_every=config.eval.every,
+                      eval_fn=build_eval(config.eval, precision=config.train.precision), eval_every=config.eval.every,
                       select_best=config.eval.select_best)
     return trainer.fit(source, resume=resume)
 

@@ -119,6 +119,18 @@ def set_dropout(model: nn.Module, dropout: float | None, attention_dropout: floa
                 mod.dropout_prob = att
 
 
+def freeze_bottom(model: nn.Module, k: int) -> None:
+    """Stop gradients for the input embeddings and the first ``k`` transformer blocks."""
+    layers = layer_list(model)
+    if k >= len(layers):
+        raise ConfigError(f"model.freeze_layers={k} leaves nothing to train (the backbone has {len(layers)} layers)")
+    for p in model.get_input_embeddings().parameters():
+        p.requires_grad_(False)
+    for layer in layers[:k]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+
+
 class ResidualDropout:
     """Forward hook adding dropout to each block's output while training (backbones without dropout)."""
 
