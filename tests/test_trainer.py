@@ -156,3 +156,25 @@ def test_no_duplicates_sampler_keeps_every_example_and_no_text_twice_in_a_batch(
     assert sum(len(b) for b in NoDuplicatesBatches(distinct, 3).batches(0)) == 9  # a last batch of one is dropped
     assert list(src.batches(0, start=1)) == batches[1:]
     assert batches == list(NoDuplicatesBatches(exs, 3, seed=2).batches(0))
+
+
+def test_max_minutes_stops_cleanly_and_resume_continues(tiny_bert: Path, tmp_path: Path):
+    cfg = _cfg(tmp_path, max_minutes=1e-9, checkpoint_every=100)
+    result = Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, cfg).fit(RandomBatches(_examples(), 8))
+    assert result.steps == 1 and (result.model_dir / "model.safetensors").is_file()
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-00000001"
+    cfg2 = _cfg(tmp_path, checkpoint_every=100)
+    again = Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, cfg2).fit(
+        RandomBatches(_examples(), 8), resume=True)
+    assert again.steps == 5
+
+
+def test_a_source_that_yields_nothing_is_an_error_not_a_hang(tiny_bert: Path, tmp_path: Path):
+    class Empty:
+        batches_per_epoch = 3
+
+        def batches(self, epoch, start=0):
+            return iter(())
+
+    with pytest.raises(TrainingError, match="yielded no batch"):
+        Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, _cfg(tmp_path)).fit(Empty())

@@ -113,12 +113,16 @@ class TrainConfig(_Section):
     )
     epochs: int = Field(default=1, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="Stop cleanly (checkpoint, evaluate, save) after this much training time.")
     lr: float = Field(default=3e-5, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     precision: Precision = "auto"
     length_buckets: int = Field(default=2, ge=1, description="Forward each batch as k length-sorted chunks (less padding).")
+    num_threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads (fewer than the free cores is faster on a busy machine).")
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = 42
     checkpoint_every: int = Field(default=250, ge=1)

@@ -119,6 +119,10 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
         raise ConfigError(f"--resume: the config differs from the one saved in {saved}; a resumed run "
                           "must use the same config (compare the two files)")
     saved.write_text(dump_config(config))
+    if config.train.num_threads:
+        import torch
+
+        torch.set_num_threads(config.train.num_threads)
     source = build_batches(config)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.model).to(resolve_device(config.train.device))

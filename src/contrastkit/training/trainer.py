@@ -135,7 +135,9 @@ class Trainer:
         accum = 0
         with open(metrics_path, "a", encoding="utf-8") as mlog:
             while state["step"] < total:
+                seen_batch = False
                 for batch in source.batches(state["epoch"], state["batch"]):
+                    seen_batch = True
                     with autocast(cfg.precision, self.encoder.device):
                         anchor, positive, negatives = self.embed(self.encoder, batch)
                     loss = self.loss_fn(anchor.float(), positive.float(),
@@ -182,11 +184,18 @@ class Trainer:
                         bar.update(1)
                     if self.eval_fn is not None and self.eval_every and step % self.eval_every == 0 and step < total:
                         self._evaluate(state, mlog, history)
-                    if step % cfg.checkpoint_every == 0 or step == total:
+                    out_of_time = cfg.max_minutes is not None and \
+                        time.perf_counter() - start_time >= cfg.max_minutes * 60
+                    if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
                         self._checkpoint(state, opt, sched)
-                    if step >= total:
+                    if out_of_time:
+                        print(f"train.max_minutes={cfg.max_minutes} reached at step {step}/{total}; stopping "
+                              "(--resume continues)")
+                    if step >= total or out_of_time:
                         break
                 else:
+                    if not seen_batch and state["batch"] == 0:
+                        raise TrainingError(f"epoch {state['epoch']} yielded no batch; the data source is empty")
                     # micro-batches left over at the end of an epoch do not make a step
                     opt.zero_grad(set_to_none=True)
                     accum = 0
