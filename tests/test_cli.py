@@ -92,3 +92,11 @@ def test_streaming_data_trains_the_same_number_of_steps(tiny_bert: Path, tmp_pat
                  "--set", "data.limit=33"]) == 0
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert state["step"] == 4 and state["samples"] == 32  # 33 examples, batch 8: a last batch of one is dropped
+
+
+def test_resume_may_change_operational_settings_only(tiny_bert: Path, tmp_path: Path, capsys):
+    cfg = _write_config(tmp_path, tiny_bert, max_steps=2, checkpoint_every=1)
+    assert main(["train", str(cfg), "--set", "train.max_minutes=1e-9"]) == 0
+    assert main(["train", str(cfg), "--resume", "--set", "train.num_threads=1"]) == 0
+    assert "continuing from step-00000001" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 2

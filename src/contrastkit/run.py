@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import DataConfig, EvalConfig, LossConfig, ModelConfig, RunConfig, dump_config
 from .data import Example, ReadStats, open_examples
 from .encoders import Encoder
@@ -115,9 +117,11 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "config.yaml"
-    if resume and saved.is_file() and saved.read_text() != dump_config(config):
+    if resume and saved.is_file() and _results_config(yaml.safe_load(saved.read_text())) != _results_config(
+            config.model_dump(mode="json")):
         raise ConfigError(f"--resume: the config differs from the one saved in {saved}; a resumed run "
-                          "must use the same config (compare the two files)")
+                          "must use the same config (only train.max_minutes, num_threads, progress and device "
+                          "may change)")
     saved.write_text(dump_config(config))
     if config.train.num_threads:
         import torch
@@ -131,6 +135,15 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
                       eval_fn=build_eval(config.eval, precision=config.train.precision), eval_every=config.eval.every,
                       select_best=config.eval.select_best)
     return trainer.fit(source, resume=resume)
+
+
+# Settings that change how a run executes, not what it computes: a resumed run may change them.
+_OPERATIONAL = ("max_minutes", "num_threads", "progress", "device")
+
+
+def _results_config(tree: dict[str, Any]) -> dict[str, Any]:
+    train = {k: v for k, v in tree.get("train", {}).items() if k not in _OPERATIONAL}
+    return {**tree, "train": train}
 
 
 def describe(result: TrainResult) -> dict[str, Any]:
