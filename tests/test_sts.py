@@ -306,3 +306,18 @@ def test_real_data_pair_counts() -> None:
         task = load_sts_task("STSBenchmark-original", root)
         assert len(task) == 1379
         assert task.pairs[0][0][0].isupper()  # original casing kept
+
+
+def test_senteval_mean_and_wmean_aggregations():
+    from contrastkit.evaluation.sts import TaskResult
+
+    r = TaskResult(name="STS12", spearman=50.0, pearson=40.0, n=4,
+                   subsets={"a": {"spearman": 60.0, "pearson": 0.0, "n": 1},
+                            "b": {"spearman": 30.0, "pearson": 0.0, "n": 3}})
+    assert r.aggregate("all") == 50.0
+    assert r.aggregate("mean") == 45.0  # (60 + 30) / 2
+    assert r.aggregate("wmean") == 37.5  # (60*1 + 30*3) / 4
+    d = r.to_dict()
+    assert (d["spearman_mean"], d["spearman_wmean"]) == (45.0, 37.5)
+    with pytest.raises(ValueError, match="aggregation"):
+        r.aggregate("median")

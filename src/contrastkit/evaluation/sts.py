@@ -97,11 +97,25 @@ class TaskResult:
     source: str = ""
     notes: list[str] = field(default_factory=list)
 
+    def aggregate(self, how: str = "all", metric: str = "spearman") -> float:
+        """SentEval's aggregations over subsets: 'all' (pairs pooled), 'mean', or 'wmean' (weighted by pairs)."""
+        if how == "all" or not self.subsets:
+            return float(getattr(self, metric))
+        vals = np.array([v[metric] for v in self.subsets.values()], dtype=np.float64)
+        if how == "mean":
+            return float(vals.mean())
+        if how == "wmean":
+            weights = np.array([v["n"] for v in self.subsets.values()], dtype=np.float64)
+            return float((vals * weights).sum() / weights.sum())
+        raise ValueError(f"unknown aggregation '{how}'; use all, mean or wmean")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
         return {
             "spearman": _json_float(self.spearman),
             "pearson": _json_float(self.pearson),
+            "spearman_mean": _json_float(self.aggregate("mean")),
+            "spearman_wmean": _json_float(self.aggregate("wmean")),
             "n": self.n,
             "subsets": {
                 k: {kk: _json_float(vv) if kk != "n" else int(vv) for kk, vv in v.items()}
