@@ -42,6 +42,7 @@ def main() -> None:
             res = json.loads((Path(tmp) / "sts.json").read_text())
         scores = {name: task["spearman"] for name, task in res["tasks"].items()}
         results[model] = {"spearman": scores, "avg_simcse7": res.get("avg"), "wall_s": round(wall, 1),
+                          "eval_s": res.get("elapsed_s"), "distinct_sentences": res.get("n_sentences"),
                           "published_mteb_stsb": PUBLISHED_MTEB_STSB.get(model)}
         print(f"{model}: STS-B (MTEB) {scores['STSBenchmark-original']:.2f} vs published "
               f"{PUBLISHED_MTEB_STSB.get(model)}; wall {wall:.1f} s")
