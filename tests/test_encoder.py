@@ -178,3 +178,17 @@ def test_freeze_layers_stops_gradients_below_k(tiny_bert: Path):
     assert all(p.requires_grad for p in layers[1].parameters())
     with pytest.raises(ConfigError, match="nothing to train"):
         build_encoder(ModelConfig(backbone=str(tiny_bert), freeze_layers=2))
+
+
+def test_training_uses_eager_attention_on_cpu_and_inference_the_default(tiny_bert: Path):
+    enc = Encoder.from_pretrained(str(tiny_bert))
+    default = enc.backbone.config._attn_implementation
+    enc.train()
+    assert enc.backbone.config._attn_implementation == ("eager" if default == "sdpa" else default)
+    texts = make_sentences(4)
+    enc.eval()
+    assert enc.backbone.config._attn_implementation == default
+    a = enc.encode(texts)
+    enc.train()
+    enc.eval()
+    np.testing.assert_allclose(enc.encode(texts), a, atol=1e-6)

@@ -64,6 +64,18 @@ class Encoder(nn.Module):
         self.normalize = normalize
         self.lowercase = lowercase
         self.head = MLPHead(self.dim) if pooling == "cls_mlp" else None
+        self._inference_attention = getattr(backbone.config, "_attn_implementation", None)
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Switch train/eval mode. On CPU with attention dropout on, training runs eager attention:
+        SDPA's dropout path is slower there (measured on MiniLM); inference keeps the default kernel."""
+        super().train(mode)
+        default = getattr(self, "_inference_attention", None)
+        if default == "sdpa" and self.device.type == "cpu" and _attention_dropout(self.backbone.config) > 0:
+            wanted = "eager" if mode else default
+            if self.backbone.config._attn_implementation != wanted:
+                self.backbone.set_attn_implementation(wanted)
+        return self
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -213,6 +225,14 @@ class Encoder(nn.Module):
         else:
             tmp.rename(path)
         return path
+
+
+def _attention_dropout(config: Any) -> float:
+    for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"):
+        value = getattr(config, key, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
 
 
 def _tokenizer_max_length(tok: Any, fallback: int = 512) -> int:
