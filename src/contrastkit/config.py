@@ -68,14 +68,18 @@ class LossConfig(BaseModel):
     name: str = "infonce"
     temperature: float = Field(default=0.05, gt=0.0)
 
-    @model_validator(mode="after")
-    def _check_params(self) -> LossConfig:
+    def _signature(self) -> Any:
         import inspect
 
         from .losses import LOSSES
 
-        fn = LOSSES.get(self.name)
-        sig = inspect.signature(fn).parameters
+        return inspect.signature(LOSSES.get(self.name)).parameters
+
+    @model_validator(mode="after")
+    def _check_params(self) -> LossConfig:
+        import inspect
+
+        sig = self._signature()
         options = {k for k, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         for key in self.params:
             if key not in options:
@@ -93,14 +97,7 @@ class LossConfig(BaseModel):
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments to bind to the loss function."""
-        return {"temperature": self.temperature, **self.params} if "temperature" in self._accepted() else self.params
-
-    def _accepted(self) -> set[str]:
-        import inspect
-
-        from .losses import LOSSES
-
-        return set(inspect.signature(LOSSES.get(self.name)).parameters)
+        return {"temperature": self.temperature, **self.params} if "temperature" in self._signature() else self.params
 
 
 class TrainConfig(_Section):

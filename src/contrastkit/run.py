@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,6 @@ from .losses import LOSSES
 from .samplers import BatchSource, NoDuplicatesBatches, RandomBatches, StreamingBatches
 from .training.trainer import EvalFn, LossFn, Trainer, TrainResult
 from .views import embed_batch
-
-log = logging.getLogger("contrastkit")
 
 
 def seed_everything(seed: int) -> None:

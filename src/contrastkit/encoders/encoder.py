@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ _ST_POOLING = {"cls": "pooling_mode_cls_token", "cls_mlp": "pooling_mode_cls_tok
                "mean": "pooling_mode_mean_tokens", "last_token": "pooling_mode_lasttoken"}
 
 
+@functools.lru_cache(maxsize=None)
 def bf16_supported() -> bool:
     """Whether this CPU runs bfloat16 matmuls natively (AVX-512 BF16 or AMX)."""
     return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _cpu_flag("avx512_bf16")

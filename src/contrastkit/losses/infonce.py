@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
+from ._common import candidates, check_positive
 
 
 def infonce(
@@ -37,26 +37,13 @@ def infonce(
         hard_negative_weight: alpha > 0 applied to each anchor's own hard negatives.
         symmetric: also score positive -> anchor (in-batch) and average the two directions.
     """
-    if anchor.ndim != 2 or positive.shape != anchor.shape:
-        raise ValueError(f"anchor and positive must both be (N, d); got {tuple(anchor.shape)} and {tuple(positive.shape)}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ConfigError(f"temperature must be a finite number > 0, got {temperature}")
-    if hard_negative_weight <= 0:
-        raise ConfigError(f"hard_negative_weight must be > 0, got {hard_negative_weight}")
-    n = anchor.shape[0]
-    a = F.normalize(anchor, dim=-1)
-    p = F.normalize(positive, dim=-1)
-    candidates = p
-    k = 0
-    if negatives is not None:
-        if negatives.ndim == 2:
-            negatives = negatives.unsqueeze(1)
-        if negatives.shape[0] != n or negatives.shape[-1] != anchor.shape[-1]:
-            raise ValueError(f"negatives must be (N, k, d) with N={n}; got {tuple(negatives.shape)}")
-        k = negatives.shape[1]
-        # column N + i*k + j is negative j of anchor i
-        candidates = torch.cat([p, F.normalize(negatives.reshape(n * k, -1), dim=-1)], dim=0)
-    logits = a @ candidates.T / temperature
+    check_positive("infonce", "temperature", temperature)
+    check_positive("infonce", "hard_negative_weight", hard_negative_weight)
+    a, cands = candidates("infonce", anchor, positive, negatives)
+    n = a.shape[0]
+    k = (cands.shape[0] - n) // n  # hard negatives per anchor
+    p = cands[:n]
+    logits = a @ cands.T / temperature
     if k and hard_negative_weight != 1.0:
         own = torch.zeros_like(logits)
         rows = torch.arange(n, device=logits.device).repeat_interleave(k)
