@@ -5,12 +5,13 @@
 #   sword-text-kjv  King James Version (1769)   - public domain
 #   sword-text-web  World English Bible         - public domain
 #   wordnet-base    WordNet 3.0 data files (synonym substitution view, wordnet corpus)
+#   chromium        headless browser: the test that renders the HTML evaluation report
 #
 # `contrastkit demo` pairs each KJV verse with its WEB verse (natural paraphrases).
 # Usage: sudo scripts/install_system_deps.sh   (does nothing when all are installed)
 set -euo pipefail
 
-PACKAGES=(diatheke sword-text-kjv sword-text-web wordnet-base)
+PACKAGES=(diatheke sword-text-kjv sword-text-web wordnet-base chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -1,10 +1,17 @@
-"""Command line: ``contrastkit train | eval sts | encode | demo``."""
+"""Command line: ``contrastkit train | eval ... | encode | demo`` and the commands of ``contrastkit.commands``.
+
+Each module of the ``contrastkit.commands`` package adds its own sub-command(s): it
+defines ``register(sub, groups)`` where ``sub`` holds the top-level sub-parsers and
+``groups`` maps a group name (``"eval"``) to that group's sub-parsers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import pkgutil
 import sys
 from pathlib import Path
 
@@ -109,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output-dir", default="runs/demo")
     d.add_argument("--quick", action="store_true", help="a tiny version for smoke tests")
     d.set_defaults(func=_cmd_demo)
+
+    from . import commands
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"{commands.__name__}.{mod}").register(sub, {"eval": esub})
     return p
 
 

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``contrastkit`` CLI, one module each (see ``contrastkit.cli``)."""
