@@ -150,3 +150,9 @@ class NoDuplicatesBatches(Generic[T]):
         """Yield duplicate-free batches of ``epoch`` from batch index ``start`` on."""
         for idx in self._plan(epoch)[start:]:
             yield [self.examples[i] for i in idx]
+
+
+from .grouped import GroupedBatches, community_groups, kmeans_groups  # noqa: E402
+
+__all__ = ["BatchSource", "GroupedBatches", "NoDuplicatesBatches", "RandomBatches", "StreamingBatches",
+           "community_groups", "kmeans_groups"]
