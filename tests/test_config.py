@@ -100,7 +100,7 @@ def test_loss_parameters_are_checked_against_the_loss_signature():
         build_config({**BASE, "loss": {"name": "debiased", "tau_pluss": 0.2}})
     with pytest.raises(ConfigError, match="unknown loss 'infonse'"):
         build_config({**BASE, "loss": {"name": "infonse"}})
-    with pytest.raises(ConfigError, match=r"needs per-batch inputs \(scores\)"):
+    with pytest.raises(ConfigError, match=r"loss 'cosent' needs a gold score per pair"):
         build_config({**BASE, "loss": {"name": "cosent"}})
 
 
@@ -109,6 +109,7 @@ def test_build_loss_binds_only_the_losses_own_parameters():
 
     from contrastkit.run import build_loss
 
-    fn = build_loss(build_config({**BASE, "loss": {"name": "triplet", "margin": 0.3}}).loss)
+    fn = build_loss(build_config({**BASE, "data": {"source": "x.jsonl", "kind": "triplet"},
+                                  "loss": {"name": "triplet", "margin": 0.3}}).loss)
     a = torch.randn(4, 8)
     assert torch.isfinite(fn(a, a + 0.1, torch.randn(4, 8)))

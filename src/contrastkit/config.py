@@ -28,9 +28,11 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the training examples come from and what shape they have."""
 
-    source: str = Field(description="Path to a text/csv/tsv/jsonl file, 'hf:NAME' or 'embedded:NAME'.")
+    source: str | list[str] = Field(
+        description="Path to a text/csv/tsv/jsonl file, 'hf:NAME' or 'embedded:NAME'; a list of them = several "
+                    "sources (sampler 'single_source' batches within each).")
     format: Literal["text", "csv", "tsv", "jsonl"] | None = None
-    kind: Literal["single", "pair", "triplet"] = "single"
+    kind: Literal["single", "pair", "triplet", "scored"] = "single"
     columns: list[str] | None = None
     split: str = "train"
     limit: int | None = Field(default=None, ge=1, description="Use only the first N examples.")
@@ -79,15 +81,25 @@ class LossConfig(BaseModel):
     def _check_params(self) -> LossConfig:
         import inspect
 
+        from .losses.inputs import SUPPLIED_INPUTS, UNSUPPORTED_LOSSES
+
+        if self.name in UNSUPPORTED_LOSSES:
+            raise ValueError(f"loss '{self.name}' cannot run from a config: {UNSUPPORTED_LOSSES[self.name]}")
         sig = self._signature()
         options = {k for k, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         for key in self.params:
+            if key in SUPPLIED_INPUTS and key in options:
+                raise ValueError(f"loss.{key} is a per-batch input the pipeline supplies "
+                                 f"(from the {SUPPLIED_INPUTS[key]}); remove it from the config")
             if key not in options:
                 raise ValueError(f"unknown key '{key}' for loss '{self.name}' (accepts: {', '.join(sorted(options))})")
-        needed = [k for k in options if sig[k].default is inspect.Parameter.empty and k not in self.params]
+        needed = [k for k in options if sig[k].default is inspect.Parameter.empty and k not in self.params
+                  and k not in SUPPLIED_INPUTS]
         if needed:
             raise ValueError(f"loss '{self.name}' needs per-batch inputs ({', '.join(needed)}) that the trainer "
                              "does not supply; it can be called directly as a function")
+        if self.temperature != type(self).model_fields["temperature"].default and "temperature" not in sig:
+            raise ValueError(f"loss '{self.name}' has no temperature; remove loss.temperature")
         return self
 
     @property
@@ -138,9 +150,120 @@ class EvalConfig(_Section):
 
 
 class SamplerConfig(_Section):
-    """How examples are grouped into batches."""
+    """How examples are grouped into batches (see ``contrastkit.samplers``)."""
 
-    name: Literal["random", "no_duplicates"] = "random"
+    name: Literal["random", "no_duplicates", "single_source", "clustered", "mined_batches"] = "random"
+    groups_per_batch: int = Field(default=1, ge=1, description="single_source/clustered/mined_batches: groups "
+                                                               "(sources, clusters, communities) mixed in a batch.")
+    num_clusters: int | None = Field(default=None, ge=1, description="clustered: k of k-means (default n / batch_size).")
+    neighbors: int = Field(default=10, ge=1, description="mined_batches: kNN graph degree.")
+    community_size: int | None = Field(default=None, ge=2,
+                                       description="mined_batches: target community size (default batch_size).")
+
+    @model_validator(mode="after")
+    def _check_options(self) -> SamplerConfig:
+        owners = {"groups_per_batch": ("single_source", "clustered", "mined_batches"), "num_clusters": ("clustered",),
+                  "neighbors": ("mined_batches",), "community_size": ("mined_batches",)}
+        for key, names in owners.items():
+            if getattr(self, key) != type(self).model_fields[key].default and self.name not in names:
+                raise ValueError(f"sampler.{key} applies only to sampler {' / '.join(names)} (sampler is '{self.name}')")
+        return self
+
+
+class ViewsConfig(BaseModel):
+    """How the views of a single text are made: a registered view ``name``, ``num_views`` (3+ = poly-view),
+    ``apply_to`` and the view's own parameters (checked against it, like loss parameters)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = "dropout"
+    num_views: int = Field(default=2, ge=2, description="Views per text; 3+ is poly-view (mean loss over view pairs).")
+    apply_to: Literal["positive", "both"] = Field(
+        default="positive", description="Edit only the positive view(s), or every view (the anchor too).")
+
+    @model_validator(mode="after")
+    def _check_params(self) -> ViewsConfig:
+        from .views.compose import VIEWS
+
+        if self.name not in VIEWS:
+            raise ValueError(f"unknown view '{self.name}'; known: {', '.join(VIEWS)}")
+        spec = VIEWS[self.name]
+        for key in self.params:
+            if key not in spec.options:
+                raise ValueError(f"unknown key '{key}' for view '{self.name}' (accepts: "
+                                 f"{', '.join(sorted(spec.options)) or 'nothing'})")
+        if self.apply_to != "positive" and not spec.edits_anchor:
+            raise ValueError(f"views.apply_to does not apply to view '{self.name}' (its anchor is never edited)")
+        if self.name == "span_sampling" and self.num_views != 2:
+            raise ValueError("view 'span_sampling' makes exactly one (anchor, positive) pair: views.num_views must be 2")
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The view-specific parameters."""
+        return dict(self.model_extra or {})
+
+
+class TeacherConfig(_Section):
+    """A frozen teacher encoder (distillation targets, dclr's reference, clustered/mined batches, mining)."""
+
+    model: str = Field(description="HF name/path, a sentence-transformers or contrastkit dir, or an alias.")
+    pooling: PoolingName | None = None
+    max_length: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    false_negative_threshold: float = Field(
+        default=0.9, ge=-1.0, le=1.0,
+        description="bidirectional_margin: in-batch candidates above this teacher cosine are flagged false negatives.")
+
+
+class MiningConfig(_Section):
+    """Teacher-mined hard negatives turning (anchor, positive) pairs into triplets (``contrastkit.data.mining``)."""
+
+    rank_window: tuple[int, int] = Field(default=(10, 50), description="Keep teacher ranks lo <= r < hi (0 = best).")
+    margin: float = Field(default=0.95, description="False-negative filter: relative factor or absolute gap.")
+    margin_type: Literal["relative", "absolute"] = "relative"
+    num_negatives: int = Field(default=1, ge=1)
+    cache: str | None = Field(default=None, description="Cache file (default <train.output_dir>/mined_negatives.jsonl).")
+
+    @model_validator(mode="after")
+    def _check_window(self) -> MiningConfig:
+        lo, hi = self.rank_window
+        if not 0 <= lo < hi:
+            raise ValueError(f"mining.rank_window must be [lo, hi] with 0 <= lo < hi, got {[lo, hi]}")
+        if self.num_negatives > hi - lo:
+            raise ValueError(f"mining.num_negatives ({self.num_negatives}) exceeds the rank window size {hi - lo}")
+        return self
+
+
+# Losses whose hard negatives are plain extra candidates for every anchor (the ``infonce`` column
+# layout), so a momentum queue can append its keys there.
+QUEUE_LOSSES = ("infonce", "debiased", "hard_negative_weighting", "adaptive_temperature", "dclr")
+
+
+class NegativesConfig(_Section):
+    """Where a batch's negatives come from (see ``contrastkit.training.negatives``)."""
+
+    source: Literal["in_batch", "cross_device", "cached", "momentum_queue"] = Field(
+        default="in_batch", description="in_batch | cross_device (all ranks' embeddings) | cached (GradCache) | "
+                                        "momentum_queue (MoCo queue of past keys).")
+    chunk_size: int | None = Field(default=None, ge=1, description="cached: rows per forward chunk.")
+    queue_size: int = Field(default=1024, ge=1, description="momentum_queue: past keys kept as extra negatives.")
+    momentum: float = Field(default=0.995, ge=0.0, lt=1.0, description="momentum_queue: EMA factor m of the key encoder.")
+    filter_threshold: float | None = Field(
+        default=None, ge=-1.0, le=1.0,
+        description="momentum_queue: drop queued keys whose cosine to an anchor of the batch exceeds this.")
+
+    @model_validator(mode="after")
+    def _check_options(self) -> NegativesConfig:
+        owners = {"chunk_size": "cached", "queue_size": "momentum_queue", "momentum": "momentum_queue",
+                  "filter_threshold": "momentum_queue"}
+        for key, owner in owners.items():  # a non-default option of another source would do nothing
+            if owner != self.source and getattr(self, key) != type(self).model_fields[key].default:
+                raise ValueError(f"negatives.{key} applies only to source '{owners[key]}' "
+                                 f"(source is '{self.source}')")
+        if self.source == "cached" and self.chunk_size is None:
+            raise ValueError("negatives.source 'cached' needs negatives.chunk_size")
+        return self
 
 
 class RunConfig(_Section):
@@ -150,6 +273,10 @@ class RunConfig(_Section):
     model: ModelConfig
     loss: LossConfig = LossConfig()
     sampler: SamplerConfig = SamplerConfig()
+    views: ViewsConfig = ViewsConfig()
+    teacher: TeacherConfig | None = None
+    mining: MiningConfig | None = None
+    negatives: NegativesConfig = NegativesConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -164,7 +291,24 @@ class RunConfig(_Section):
             raise ValueError("model.freeze_layers must be smaller than model.num_layers (nothing left to train)")
         if self.model.pooling == "prompt" and "{text}" not in self.model.prompt_template:
             raise ValueError("model.prompt_template must contain '{text}'")
+        self._check_negatives()
+        from .composition import check_composition
+
+        check_composition(self)
         return self
+
+    def _check_negatives(self) -> None:
+        neg = self.negatives
+        if neg.source == "cached" and neg.chunk_size is not None and neg.chunk_size >= self.train.batch_size:
+            raise ValueError(f"negatives.chunk_size ({neg.chunk_size}) must be smaller than train.batch_size "
+                             f"({self.train.batch_size}); otherwise GradCache only adds work")
+        if neg.source == "momentum_queue":
+            if self.loss.name not in QUEUE_LOSSES:
+                raise ValueError(f"negatives.source 'momentum_queue' appends queued keys as candidates; loss "
+                                 f"'{self.loss.name}' does not take them (use one of: {', '.join(QUEUE_LOSSES)})")
+            if self.loss.params.get("hard_negative_weight", 1.0) != 1.0:
+                raise ValueError("loss.hard_negative_weight != 1 cannot be combined with negatives.source "
+                                 "'momentum_queue' (queued keys would be weighted as an anchor's own negatives)")
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import DataConfig, EvalConfig, LossConfig, ModelConfig, RunConfig, dump_config
+from .config import DataConfig, EvalConfig, LossConfig, ModelConfig, RunConfig, TeacherConfig, dump_config
 from .data import Example, ReadStats, open_examples
 from .encoders import Encoder
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .losses import LOSSES
-from .samplers import BatchSource, NoDuplicatesBatches, RandomBatches, StreamingBatches
+from .samplers import (BatchSource, GroupedBatches, NoDuplicatesBatches, RandomBatches, StreamingBatches,
+                       community_groups, kmeans_groups)
+from .training.negatives import build_negatives
 from .training.trainer import EvalFn, LossFn, Trainer, TrainResult
-from .views import embed_batch
 
 
 def seed_everything(seed: int) -> None:
@@ -37,7 +39,10 @@ def resolve_device(name: str) -> str:
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        local = os.environ.get("LOCAL_RANK")  # under torchrun: one device per process
+        return f"cuda:{local}" if local is not None else "cuda"
     return name
 
 
@@ -56,6 +61,9 @@ def build_encoder(cfg: ModelConfig) -> Encoder:
 
 def stream_training_examples(cfg: DataConfig, stats: ReadStats | None = None) -> Iterator[Example]:
     """Stream (and validate) the training examples of a data section, honouring ``limit``."""
+    if isinstance(cfg.source, list):  # several sources, one after the other (limit applies to each)
+        return itertools.chain.from_iterable(stream_training_examples(cfg.model_copy(update={"source": s}), stats)
+                                             for s in cfg.source)
     if cfg.source.startswith("embedded:"):
         from .data.embedded import embedded_corpus
 
@@ -72,23 +80,111 @@ def load_training_examples(cfg: DataConfig) -> tuple[list[Example], ReadStats]:
     return list(stream_training_examples(cfg, stats)), stats
 
 
-def build_batches(config: RunConfig) -> BatchSource[Example]:
-    """In-memory shuffled batches, or streaming batches when ``data.streaming`` is set."""
+def load_teacher(config: RunConfig) -> Any:
+    """The frozen teacher of ``config.teacher`` (None when the run has none)."""
+    if config.teacher is None:
+        return None
+    from .teacher import Teacher
+
+    return Teacher.from_config(config.teacher, resolve_device(config.train.device))
+
+
+def build_batches(config: RunConfig, teacher: Any = None) -> BatchSource[Example]:
+    """In-memory batches from the configured sampler (after mining, if set), or streaming batches."""
     seed, size = config.train.seed, config.train.batch_size
     if config.data.streaming:
         return StreamingBatches(lambda: stream_training_examples(config.data), size, seed=seed,
                                 buffer_size=config.data.shuffle_buffer)
-    examples, stats = load_training_examples(config.data)
-    if stats.skipped_blank:
-        print(f"data: {len(examples)} examples from {config.data.source} ({stats.skipped_blank} blank lines skipped)")
-    if config.sampler.name == "no_duplicates":
+    sources = config.data.source if isinstance(config.data.source, list) else [config.data.source]
+    examples: list[Example] = []
+    groups: list[int] = []
+    for g, src in enumerate(sources):
+        part, stats = load_training_examples(config.data.model_copy(update={"source": src}))
+        if stats.skipped_blank:
+            print(f"data: {len(part)} examples from {src} ({stats.skipped_blank} blank lines skipped)")
+        examples.extend(part)
+        groups.extend([g] * len(part))
+    if config.sampler.name in ("clustered", "mined_batches") or config.mining is not None:
+        teacher = teacher or load_teacher(config)
+    if config.mining is not None:
+        examples, groups = _mine(config, examples, groups, teacher)
+    return _sampler(config, examples, groups, teacher)
+
+
+def _mine(config: RunConfig, examples: list[Example], groups: list[int], teacher: Any) -> tuple[list[Example], list[int]]:
+    from .data.mining import load_or_mine
+
+    m = config.mining
+    assert m is not None and config.teacher is not None
+    cache = Path(m.cache or Path(config.train.output_dir) / "mined_negatives.jsonl")
+    params = {"rank_window": list(m.rank_window), "margin": m.margin, "margin_type": m.margin_type,
+              "num_negatives": m.num_negatives}
+    mined: list[Example] = []
+    out_groups: list[int] = []
+    for g in sorted(set(groups)):  # mine within each source
+        part = [e for e, gg in zip(examples, groups) if gg == g]
+        triplets, stats, cached = load_or_mine(part, teacher.embed, cache.with_name(f"{cache.stem}-{g}{cache.suffix}")
+                                               if len(set(groups)) > 1 else cache, teacher=config.teacher.model,
+                                               params=params, show_progress=config.train.progress)
+        print(f"mining{' (cached)' if cached else ''}: {stats.mined}/{stats.pairs} pairs got "
+              f"{m.num_negatives} hard negative(s); {stats.left_out} left out (too few candidates), "
+              f"{stats.false_negatives_dropped} candidates dropped as likely false negatives")
+        mined.extend(triplets)
+        out_groups.extend([g] * len(triplets))
+    if len(mined) < 2:
+        raise DataError(f"mining left {len(mined)} of {len(examples)} pairs with enough hard negatives; widen "
+                        "mining.rank_window, loosen mining.margin or lower mining.num_negatives")
+    return mined, out_groups
+
+
+def _sampler(config: RunConfig, examples: list[Example], groups: list[int], teacher: Any) -> BatchSource[Example]:
+    s, seed, size = config.sampler, config.train.seed, config.train.batch_size
+    if s.name == "no_duplicates":
         return NoDuplicatesBatches(examples, size, seed=seed)
+    if s.name in ("clustered", "mined_batches"):
+        emb = teacher.embed([e.texts[0] for e in examples], show_progress=config.train.progress).cpu().numpy()
+        if s.name == "clustered":
+            groups = list(kmeans_groups(emb, s.num_clusters or max(1, len(examples) // size), seed=seed))
+        else:
+            groups = list(community_groups(emb, s.neighbors, s.community_size or size, seed=seed))
+    if s.name in ("single_source", "clustered", "mined_batches"):
+        return GroupedBatches(examples, groups, size, seed=seed, groups_per_batch=s.groups_per_batch)
     return RandomBatches(examples, size, seed=seed)
 
 
-def build_loss(cfg: LossConfig) -> LossFn:
-    """The loss function with its hyper-parameters bound."""
-    return functools.partial(LOSSES.get(cfg.name), **cfg.kwargs())
+def build_loss(cfg: LossConfig, teacher: TeacherConfig | None = None) -> LossFn:
+    """The loss function with its hyper-parameters bound, fed its per-batch inputs from the batch's extras."""
+    from .losses.inputs import with_inputs
+
+    threshold = teacher.false_negative_threshold if teacher is not None else 0.9
+    return with_inputs(functools.partial(LOSSES.get(cfg.name), **cfg.kwargs()), cfg.name, cfg.params,
+                       false_negative_threshold=threshold)
+
+
+def build_embed(config: RunConfig, encoder: Encoder, teacher: Any = None) -> Any:
+    """The trainer's embed function: the configured views plus the per-row loss inputs (scores, teacher)."""
+    from .losses.inputs import required_inputs
+    from .views.compose import ViewEmbedder
+    from .views.self_guided import SelfGuidedView
+
+    v = config.views
+    need = set(required_inputs(config.loss.name, config.loss.params).values())
+    if v.name == "synonym_substitution":
+        from .views import get_wordnet
+
+        try:
+            get_wordnet().synonyms("car")
+        except Exception as err:  # WordNetUnavailableError names the missing file and the fix
+            raise ConfigError(f"views.name 'synonym_substitution': {err}") from None
+    sg = SelfGuidedView(encoder, **v.params) if v.name == "self_guided" else None
+    if "teacher" in need and teacher is None:
+        teacher = load_teacher(config)
+    if "teacher" in need and config.loss.name == "mse_distill" and teacher.dim != encoder.dim:
+        raise ConfigError(f"loss 'mse_distill': the teacher's dimension {teacher.dim} differs from the student's "
+                          f"{encoder.dim}; pick a teacher of the same width")
+    return ViewEmbedder(v.name, v.params, num_views=v.num_views, apply_to=v.apply_to,
+                        length_buckets=config.train.length_buckets, teacher=teacher if "teacher" in need else None,
+                        scores="data" in need, self_guided=sg)
 
 
 def build_eval(cfg: EvalConfig, batch_size: int = 128, precision: str = "fp32") -> EvalFn | None:
@@ -119,18 +215,20 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
         raise ConfigError(f"--resume: the config differs from the one saved in {saved}; a resumed run "
                           "must use the same config (only train.max_minutes, num_threads, progress and device "
                           "may change)")
-    saved.write_text(dump_config(config))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes
+        saved.write_text(dump_config(config))
     if config.train.num_threads:
         import torch
 
         torch.set_num_threads(config.train.num_threads)
-    source = build_batches(config)
+    teacher = load_teacher(config)
+    source = build_batches(config, teacher)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.model).to(resolve_device(config.train.device))
-    embed = functools.partial(embed_batch, length_buckets=config.train.length_buckets)
-    trainer = Trainer(encoder, build_loss(config.loss), embed, config.train,
+    embed = build_embed(config, encoder, teacher)
+    trainer = Trainer(encoder, build_loss(config.loss, config.teacher), embed, config.train,
                       eval_fn=build_eval(config.eval, precision=config.train.precision), eval_every=config.eval.every,
-                      select_best=config.eval.select_best)
+                      select_best=config.eval.select_best, negatives=build_negatives(config.negatives))
     return trainer.fit(source, resume=resume)
 
 

@@ -24,6 +24,16 @@ class Embedded:
     negatives: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
 
+    def float(self) -> Embedded:
+        """The same embeddings (and floating-point extras) as float32, e.g. after a bf16 forward."""
+        return Embedded(self.anchor.float(), self.positive.float(),
+                        None if self.negatives is None else self.negatives.float(),
+                        {k: v.float() if v.is_floating_point() else v for k, v in self.extras.items()})
+
+    def loss(self, loss_fn: Callable[..., Tensor]) -> Tensor:
+        """``loss_fn(anchor, positive, negatives, **extras)``."""
+        return loss_fn(self.anchor, self.positive, self.negatives, **self.extras)
+
 
 EmbedFn = Callable[[Any, Sequence[Any]], "Embedded | tuple[Tensor, Tensor, Tensor | None]"]
 

@@ -1,17 +1,22 @@
 """The training loop: AdamW, warmup + linear decay, clipping, accumulation, bf16, eval, checkpoints.
 
 The trainer knows nothing about any particular loss: it receives ``loss_fn(anchor,
-positive, negatives) -> scalar`` and an ``embed`` function that turns a batch of
-examples into those embeddings. Gradient accumulation averages gradients over
-``grad_accumulation`` batches; it does NOT enlarge the set of in-batch negatives
-(each micro-batch still contrasts only against itself); use a larger batch or a
-cached/cross-device negative source for that.
+positive, negatives, **extras) -> scalar`` and an ``embed`` function that turns a batch of
+examples into an :class:`~contrastkit.training.batch.Embedded` (or the legacy 3-tuple). "Loss of a
+micro-batch and backward" is delegated to a negative source (``training.negatives``: in-batch,
+cached/GradCache, cross-device, momentum queue), whose state is checkpointed. Gradient
+accumulation averages gradients over ``grad_accumulation`` batches; it does NOT enlarge the set
+of in-batch negatives (each micro-batch still contrasts only against itself); use a larger batch
+with the cached or cross-device source for that. Under ``torchrun`` only rank 0 writes metrics,
+checkpoints, evaluations and the model; every rank's random state is checkpointed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -26,12 +31,14 @@ from ..config import TrainConfig
 from ..encoders.encoder import Encoder, autocast
 from ..errors import TrainingError
 from ..samplers import BatchSource
+from . import distributed
+from .batch import Embedded, EmbedFn, as_embedded
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .negatives import InBatchNegatives, NegativeSource
 
 log = logging.getLogger("contrastkit.training")
 
-LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-EmbedFn = Callable[[Encoder, Sequence[Any]], tuple[Tensor, Tensor, Tensor | None]]
+LossFn = Callable[..., Tensor]
 EvalFn = Callable[[Encoder], dict[str, float]]
 
 
@@ -62,16 +69,24 @@ class Trainer:
     """Runs an optimisation loop over a resumable batch source."""
 
     def __init__(self, encoder: Encoder, loss_fn: LossFn, embed: EmbedFn, config: TrainConfig, *,
-                 eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True) -> None:
+                 eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True,
+                 negatives: NegativeSource | None = None) -> None:
         self.encoder = encoder
         self.loss_fn = loss_fn
         self.embed = embed
+        self.negatives: NegativeSource = negatives if negatives is not None else InBatchNegatives()
         self.cfg = config
         self.eval_fn = eval_fn
         self.eval_every = eval_every
         self.select_best = select_best
         self.output_dir = Path(config.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
+
+    def _embed_float(self, encoder: Any, batch: Sequence[Any]) -> Embedded:
+        """The user's embed function under the configured autocast, outputs as float32."""
+        with autocast(self.cfg.precision, self.encoder.device):
+            out = as_embedded(self.embed(encoder, batch))
+        return out.float()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -96,7 +111,9 @@ class Trainer:
     def fit(self, source: BatchSource[Any], *, resume: bool = False) -> TrainResult:
         """Train; with ``resume`` continue exactly from the latest checkpoint of ``output_dir``."""
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
+        main = distributed.is_main()
+        torch.manual_seed(cfg.seed + distributed.rank())
+        self.negatives.setup(self.encoder)
         total = self.total_steps(source)
         opt = self._optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, int(cfg.warmup_ratio * total)))
@@ -112,58 +129,60 @@ class Trainer:
                 saved = load_checkpoint(ckpt, self.encoder)
                 opt.load_state_dict(saved["optimizer"])
                 sched.load_state_dict(saved["scheduler"])
-                set_rng_state(saved["rng"])
+                ranks = saved.get("rng_ranks")
+                set_rng_state(ranks[distributed.rank()] if ranks else saved["rng"])
+                self.negatives.load_state_dict(saved.get("negatives") or {})
                 state = saved["trainer"]
                 print(f"resume: continuing from {ckpt.name} (step {state['step']}, epoch {state['epoch']}, "
                       f"batch {state['batch']})")
-                _truncate_metrics(metrics_path, state["step"])
+                if main:
+                    _truncate_metrics(metrics_path, state["step"])
         elif latest_checkpoint(self.ckpt_dir) is not None:
             raise TrainingError(f"{self.output_dir} already holds checkpoints; pass --resume to continue "
                                 "or choose another train.output_dir")
-        else:
+        elif main:
             metrics_path.unlink(missing_ok=True)
 
         history: list[dict[str, Any]] = []
         start_time = time.perf_counter()
         self.encoder.train()
         bar = None
-        if cfg.progress:
+        if cfg.progress and main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
         window_loss, window_batches, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         accum = 0
-        with open(metrics_path, "a", encoding="utf-8") as mlog:
+        with open(metrics_path if main else os.devnull, "a", encoding="utf-8") as mlog:
             while state["step"] < total:
                 seen_batch = False
                 for batch in source.batches(state["epoch"], state["batch"]):
                     seen_batch = True
-                    with autocast(cfg.precision, self.encoder.device):
-                        anchor, positive, negatives = self.embed(self.encoder, batch)
-                    loss = self.loss_fn(anchor.float(), positive.float(),
-                                        None if negatives is None else negatives.float())
-                    if not torch.isfinite(loss):
+                    loss = self.negatives.loss_and_backward(self.encoder, batch, self._embed_float, self.loss_fn,
+                                                            1.0 / cfg.grad_accumulation)
+                    if not math.isfinite(loss):
                         ckpt = latest_checkpoint(self.ckpt_dir)
                         raise TrainingError(
-                            f"loss became {loss.item()} at step {state['step'] + 1} (epoch {state['epoch']}, "
+                            f"loss became {loss} at step {state['step'] + 1} (epoch {state['epoch']}, "
                             f"batch {state['batch']}); stopped without saving. Last good checkpoint: "
                             f"{ckpt or 'none'}. Try a lower train.lr, a higher loss.temperature or "
                             "train.precision=fp32.")
-                    (loss / cfg.grad_accumulation).backward()
                     accum += 1
                     state["batch"] += 1
                     state["samples"] += len(batch)
-                    window_loss += loss.item()
+                    window_loss += loss
                     window_batches += 1
                     window_samples += len(batch)
                     if accum < cfg.grad_accumulation:
                         continue
                     accum = 0
+                    self.negatives.before_optimizer_step(self.encoder)
                     if cfg.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
+                    self.negatives.after_optimizer_step(self.encoder)
                     state["step"] += 1
                     step = state["step"]
                     if step % cfg.log_every == 0 or step == total:
@@ -182,10 +201,12 @@ class Trainer:
                         window_start = time.perf_counter()
                     if bar is not None:
                         bar.update(1)
-                    if self.eval_fn is not None and self.eval_every and step % self.eval_every == 0 and step < total:
+                    if main and self.eval_fn is not None and self.eval_every and step % self.eval_every == 0 \
+                            and step < total:
                         self._evaluate(state, mlog, history)
-                    out_of_time = cfg.max_minutes is not None and \
-                        time.perf_counter() - start_time >= cfg.max_minutes * 60
+                    out_of_time = _agree(cfg.max_minutes is not None and
+                                         time.perf_counter() - start_time >= cfg.max_minutes * 60,
+                                         self.encoder.device)
                     if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
                         self._checkpoint(state, opt, sched)
                     if out_of_time:
@@ -203,11 +224,11 @@ class Trainer:
                     state["batch"] = 0
                     continue
                 break
-            if self.eval_fn is not None:
+            if main and self.eval_fn is not None:
                 self._evaluate(state, mlog, history)
         if bar is not None:
             bar.close()
-        model_dir = self._finalize(state)
+        model_dir = self._finalize(state) if main else self.output_dir / "model"
         return TrainResult(self.output_dir, model_dir, state["step"], state["best_score"], history,
                            time.perf_counter() - start_time)
 
@@ -230,8 +251,13 @@ class Trainer:
 
     def _checkpoint(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
         training_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
-                          "trainer": dict(state)}
-        save_checkpoint(self.ckpt_dir, state["step"], self.encoder, training_state, self.cfg.keep_checkpoints)
+                          "trainer": dict(state), "negatives": self.negatives.state_dict()}
+        if distributed.is_distributed():  # every rank's dropout stream, so a resumed run stays exact
+            ranks: list[Any] = [None] * distributed.world_size()
+            torch.distributed.all_gather_object(ranks, rng_state())
+            training_state["rng_ranks"] = ranks
+        if distributed.is_main():
+            save_checkpoint(self.ckpt_dir, state["step"], self.encoder, training_state, self.cfg.keep_checkpoints)
 
     def _finalize(self, state: dict[str, Any]) -> Path:
         """Write ``model/``: the best dev checkpoint when selection is on, else the final weights."""
@@ -251,6 +277,15 @@ class Trainer:
         return model_dir
 
 
+def _agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on any (so that all ranks stop at the same step)."""
+    if not distributed.is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows logged after the checkpoint we resume from (they will be redone)."""
     if not path.is_file():
@@ -260,4 +295,4 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
-__all__ = ["Trainer", "TrainResult", "linear_warmup_decay"]
+__all__ = ["EmbedFn", "EvalFn", "LossFn", "Trainer", "TrainResult", "linear_warmup_decay"]
