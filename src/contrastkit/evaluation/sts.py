@@ -167,6 +167,8 @@ class STSResults:
     elapsed_s: float
     encode_s: float = 0.0
     n_sentences: int = 0
+    sims: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Per-pair cosine similarities of each task (for bootstrap tests and plots; not in ``to_dict``)."""
 
     @property
     def avg(self) -> float:
@@ -209,6 +211,10 @@ class STSResults:
             ),
             "tasks": {k: v.to_dict() for k, v in self.tasks.items()},
             "avg": _json_float(self.avg),
+            # the common SuiteResult keys (contrastkit.evaluation.results)
+            "suite": "sts",
+            "main_metric": "spearman",
+            "average": _json_float(self.avg),
             "avg_tasks": list(self.avg_tasks),
             "n_sentences": self.n_sentences,
             "encode_s": round(self.encode_s, 3),
@@ -321,18 +327,21 @@ def evaluate_sts(
     encode_s = time.perf_counter() - t_enc
 
     results: dict[str, TaskResult] = {}
+    all_sims: dict[str, np.ndarray] = {}
     for t, (ia, ib) in zip(loaded, per_task_idx):
         if len(t) == 0 or emb is None:
             sims = np.zeros(len(t))
         else:
             sims = paired_cosine(emb[ia], emb[ib])
         results[t.name] = score_task(t, sims)
+        all_sims[t.name] = sims
     return STSResults(
         tasks=results,
         avg_tasks=list(avg_tasks) if avg_tasks is not None else names,
         elapsed_s=time.perf_counter() - t0,
         encode_s=encode_s,
         n_sentences=len(texts),
+        sims=all_sims,
     )
 
 
