@@ -1,4 +1,4 @@
-"""Evaluation of sentence embeddings: STS with the SimCSE/SentEval protocol."""
+"""Evaluation of sentence embeddings: STS, transfer, clustering, retrieval, geometry, reports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from contrastkit.evaluation.senteval import (
     load_sts_task,
     resolve_senteval_dir,
 )
+from contrastkit.evaluation.cache import EmbeddingCache
+from contrastkit.evaluation.clustering import evaluate_clustering
+from contrastkit.evaluation.retrieval_tasks import RETRIEVAL_TASKS, build_retrieval_task, evaluate_retrieval_suite
+from contrastkit.evaluation.suite import SUITES, evaluate_all
+from contrastkit.evaluation.transfer import TRANSFER_TASKS, evaluate_transfer
 from contrastkit.evaluation.sts import (
     SIMCSE_DEV_TASKS,
     SIMCSE_TASKS,
@@ -27,6 +32,15 @@ from contrastkit.evaluation.sts import (
 
 __all__ = [
     "DATA_ENV_VAR",
+    "EmbeddingCache",
+    "RETRIEVAL_TASKS",
+    "SUITES",
+    "TRANSFER_TASKS",
+    "build_retrieval_task",
+    "evaluate_all",
+    "evaluate_clustering",
+    "evaluate_retrieval_suite",
+    "evaluate_transfer",
     "DataNotFoundError",
     "EncodeFn",
     "SIMCSE_DEV_TASKS",
