@@ -1,0 +1,197 @@
+"""Store: add/get/delete/search with filters, reopening, and consistency after SIGKILL mid-write."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contrastkit.errors import ConfigError, DataError
+from contrastkit.search import Store
+
+DIM = 16
+BATCH = 200
+N_DOCS = 10_000
+
+
+def vec(i: np.ndarray | int) -> np.ndarray:
+    """A distinct, deterministic vector per document number."""
+    i = np.atleast_1d(np.asarray(i, dtype=np.float64))
+    return np.sin(np.outer(i + 1, np.arange(1, DIM + 1)) * 0.0137 + np.arange(DIM)).astype(np.float32)
+
+
+WORKER = textwrap.dedent(f"""
+    import sys, numpy as np
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from test_store import vec, BATCH, N_DOCS
+    from contrastkit.search import Store
+    st = Store.open(sys.argv[1])
+    ids = {{d.id for d in st.get([f"d{{i}}" for i in range(0, N_DOCS, BATCH)]) if d is not None}}
+    start = len(ids) * BATCH
+    st.delete([f"d{{i}}" for i in range(start) if i % 10 == 5])  # finish a batch killed before its delete
+    print("ready", flush=True)
+    for b, s in enumerate(range(start, N_DOCS, BATCH)):
+        n = np.arange(s, s + BATCH)
+        st.add([f"text {{i}}" for i in n], vec(n), ids=[f"d{{i}}" for i in n], metadata=[{{"i": int(i)}} for i in n])
+        st.delete([f"d{{i}}" for i in n if i % 10 == 5])
+        if b % 3 == 2:
+            st.flush()
+        print(b, flush=True)
+    st.close()
+""")
+
+
+def check_consistent(path: Path) -> int:
+    """Reopen the store and check index == SQLite, whole batches only, rows intact, search works."""
+    st = Store.open(path)
+    keys = st._sql_keys()
+    assert sorted(st.index.ids().tolist()) == keys.tolist()
+    assert len(st) == len(st.index)
+    rows = st._conn.execute("SELECT id, text, metadata, vector FROM docs").fetchall()
+    present = set()
+    for doc_id, text, meta, blob in rows:
+        i = int(doc_id[1:])
+        assert text == f"text {i}" and meta == f'{{"i": {i}}}'
+        assert np.array_equal(np.frombuffer(blob, np.float32), vec(i)[0])
+        present.add(i)
+    n_batches = len({i // BATCH for i in present})
+    for b in range(n_batches):  # a prefix of whole batches; each batch's delete all-or-nothing
+        got = {i for i in present if i // BATCH == b}
+        full = set(range(b * BATCH, (b + 1) * BATCH))
+        assert got in (full, {i for i in full if i % 10 != 5}), f"batch {b} half-applied"
+    assert not {i for i in present if i // BATCH >= n_batches}
+    if present:
+        probe = sorted(present)[len(present) // 2]
+        assert st.search(vec(probe)[0], 1)[0].id == f"d{probe}"
+    st.close()
+    return len(present)
+
+
+def test_sigkill_leaves_old_or_new_state(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    Store.create(path, DIM, "flat").close()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    rng = random.Random(0)
+    counts = []
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, str(path)], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        for _ in range(rng.randint(1, 12)):  # let some batches through, then kill at a random instant
+            proc.stdout.readline()
+        time.sleep(rng.uniform(0, 0.02))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        counts.append(check_consistent(path))
+    assert 0 < counts[-1] < N_DOCS * 9 // 10, counts  # killed mid-way, with documents written
+    # a last, uninterrupted run completes the store
+    done = subprocess.run([sys.executable, "-c", WORKER, str(path)], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert check_consistent(path) == N_DOCS * 9 // 10
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_add_get_delete_search_reopen(kind: str, tmp_path: Path) -> None:
+    st = Store.create(tmp_path / "s", DIM, kind)
+    n = np.arange(300)
+    meta = [{"color": ["red", "blue", "green"][i % 3], "big": bool(i % 2 == 0), "n": int(i)} for i in n]
+    ids = st.add([f"t{i}" for i in n], vec(n), ids=[f"d{i}" for i in n], metadata=meta)
+    assert ids[:2] == ["d0", "d1"] and len(st) == 300
+    hit = st.search(vec(7)[0], 3)[0]
+    assert hit.id == "d7" and hit.text == "t7" and hit.metadata["color"] == "blue" and hit.score > 0.999
+    hits = st.search(vec([7, 8]), 5, where={"color": "red", "big": True})
+    assert len(hits) == 2 and all(len(h) == 5 for h in hits)
+    assert all(h.metadata["color"] == "red" and h.metadata["big"] is True for row in hits for h in row)
+    assert st.search(vec(3)[0], 2, where={"n": 3})[0].id == "d3"
+    assert st.search(vec(3)[0], 2, where={"n": "3"}) == []  # types matter
+    assert st.get(["d5", "nope"])[0].metadata == meta[5] and st.get(["nope"]) == [None]
+    assert st.delete(["d7", "d8", "nope"]) == 2 and len(st) == 298 and len(st.index) == 298
+    assert st.search(vec(7)[0], 1)[0].id != "d7"
+    with pytest.raises(DataError, match="already in the store"):
+        st.add(["x"], vec(1), ids=["d1"])
+    assert len(st) == 298  # the failed add changed nothing
+    st.close()
+    st = Store.open(tmp_path / "s")
+    assert len(st) == 298 and sorted(st.index.ids().tolist()) == st._sql_keys().tolist()
+    assert st.search(vec(9)[0], 1)[0].id == "d9"
+    st.close()
+
+
+def test_over_fetch_path_and_text_queries(tmp_path: Path) -> None:
+    encode = lambda texts: vec([int(t.split()[-1]) for t in texts])  # noqa: E731
+    st = Store.create(tmp_path / "s", DIM, "flat", encoder=encode, exact_filter_limit=10)
+    n = np.arange(200)
+    st.add([f"doc {i}" for i in n], metadata=[{"odd": bool(i % 2)} for i in n])
+    hits = st.search("doc 41", 4, where={"odd": True})  # 100 matches > limit 10: over-fetch from the index
+    assert hits[0].text == "doc 41" and len(hits) == 4 and all(h.metadata["odd"] for h in hits)
+    assert [len(r) for r in st.search(["doc 1", "doc 2"], 3)] == [3, 3]
+
+
+def test_stale_index_is_repaired_on_open(tmp_path: Path) -> None:
+    st = Store.create(tmp_path / "s", DIM, "exact")
+    st.add(None, vec(np.arange(50)), ids=[f"d{i}" for i in range(50)])
+    st.flush()  # index-1 on disk
+    st.add(None, vec(np.arange(50, 60)), ids=[f"d{i}" for i in range(50, 60)])
+    st.delete(["d0"])
+    st._conn.close()  # "crash": the index on disk is two generations behind
+    st2 = Store.open(tmp_path / "s")
+    assert len(st2.index) == 59 and sorted(st2.index.ids().tolist()) == st2._sql_keys().tolist()
+    assert [p.name for p in (tmp_path / "s").iterdir() if p.name.startswith("index-")] == ["index-3"]
+    st2.close()
+
+
+def test_bad_input_is_clear(tmp_path: Path) -> None:
+    st = Store.create(tmp_path / "s", DIM, "exact")
+    with pytest.raises(ConfigError, match="no encoder"):
+        st.add(["text"])
+    with pytest.raises(DataError, match=r"shape \(n, 16\)"):
+        st.add(None, np.zeros((2, 3)))
+    with pytest.raises(DataError, match="repeated"):
+        st.add(None, vec([1, 2]), ids=["a", "a"])
+    with pytest.raises(DataError, match="metadata\\[0\\]"):
+        st.add(None, vec([1]), metadata=[["not", "a", "dict"]])
+    with pytest.raises(DataError, match="where"):
+        st.search(vec(1)[0], 1, where={"a": [1]})
+    with pytest.raises(ConfigError, match="already exists"):
+        Store.create(tmp_path / "s", DIM)
+    with pytest.raises(ConfigError, match="no store here"):
+        Store.open(tmp_path / "nothing")
+    with pytest.raises(DataError, match="ivfpq index trains"):
+        Store.create(tmp_path / "ivf", DIM, "ivfpq", index_params={"nlist": 4, "m": 4, "nbits": 6}).add(
+            None, vec([1, 2]))
+
+
+def test_cli_build_add_search_delete(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from conftest import make_sentences
+
+    from contrastkit.cli import main
+
+    docs = make_sentences(12, seed=5)
+    (tmp_path / "docs.jsonl").write_text("".join(
+        json.dumps({"text": t, "id": f"j{i}", "metadata": {"lang": "en" if i < 6 else "de"}}) + "\n"
+        for i, t in enumerate(docs)))
+    (tmp_path / "more.txt").write_text("a dog runs in the park\n\nthe cat sleeps\n")
+    store = str(tmp_path / "st")
+    assert main(["index", "build", "--model", str(tiny_bert), "--input", str(tmp_path / "docs.jsonl"),
+                 "--store", store, "--kind", "flat", "--no-progress"]) == 0
+    assert main(["index", "add", "--store", store, "--input", str(tmp_path / "more.txt"), "--no-progress"]) == 0
+    assert len(Store.open(store)) == 14
+    capsys.readouterr()
+    assert main(["index", "search", "--store", store, "--query", docs[0], "-k", "20", "--where", "lang=de"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert {h["id"] for h in hits} == {f"j{i}" for i in range(6, 12)}
+    assert main(["index", "delete", "--store", store, "--ids", "j0", "j1"]) == 0
+    assert len(Store.open(store)) == 12
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"txt": "no"}\n')
+    assert main(["index", "add", "--store", store, "--input", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl:2" in capsys.readouterr().err
