@@ -1,4 +1,4 @@
-"""Command line: ``contrastkit train | eval ... | encode | demo`` and the commands of ``contrastkit.commands``.
+"""Command line: ``contrastkit train | eval ... | demo`` and the commands of ``contrastkit.commands``.
 
 Each module of the ``contrastkit.commands`` package adds its own sub-command(s): it
 defines ``register(sub, groups)`` where ``sub`` holds the top-level sub-parsers and
@@ -32,7 +32,7 @@ def _cmd_eval_sts(args: argparse.Namespace) -> int:
     from .encoders import Encoder
     from .evaluation.sts import SIMCSE_TASKS, evaluate_sts
 
-    enc = Encoder.from_pretrained(args.model)
+    enc = Encoder.from_pretrained(args.model, backend=args.backend)
     tasks = args.tasks or [*SIMCSE_TASKS, "STSBenchmark-original"]
     # "Avg." is SimCSE's: over the seven SimCSE tasks when they are all there, else over what was asked.
     avg = list(SIMCSE_TASKS) if set(SIMCSE_TASKS) <= set(tasks) else tasks
@@ -47,25 +47,6 @@ def _cmd_eval_sts(args: argparse.Namespace) -> int:
         (out / "sts.json").write_text(json.dumps(res.to_dict(), indent=2))
         (out / "sts.md").write_text(res.to_markdown() + "\n")
         print(f"wrote {out / 'sts.json'} and {out / 'sts.md'}")
-    return 0
-
-
-def _cmd_encode(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .data import iter_examples
-    from .encoders import Encoder
-
-    texts = [ex.texts[0] for ex in iter_examples(args.input, format="text")]
-    enc = Encoder.from_pretrained(args.model)
-    emb = enc.encode(texts, batch_size=args.batch_size, normalize=args.normalize or None,
-                     precision=args.precision, show_progress=args.progress)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, emb)
-    tmp.replace(out)
-    print(f"wrote {len(texts)} embeddings of dim {emb.shape[1]} to {out}")
     return 0
 
 
@@ -99,18 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="directory for sts.json and sts.md")
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    s.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
+                   help="onnx*: files of 'contrastkit export'; auto: $CONTRASTKIT_BACKEND or torch")
     s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=_cmd_eval_sts)
-
-    c = sub.add_parser("encode", help="embed a text file (one text per line) into a .npy matrix")
-    c.add_argument("--model", required=True)
-    c.add_argument("--input", required=True)
-    c.add_argument("--output", required=True)
-    c.add_argument("--batch-size", type=int, default=64)
-    c.add_argument("--normalize", action="store_true")
-    c.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
-    c.add_argument("--no-progress", dest="progress", action="store_false")
-    c.set_defaults(func=_cmd_encode)
 
     d = sub.add_parser("demo", help="the main job: train on an embedded default, evaluate, report")
     d.add_argument("--output-dir", default="runs/demo")
