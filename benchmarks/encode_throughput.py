@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
 from train_throughput import matmul_peak  # noqa: E402
 
 BATCH = 32  # sentence-transformers' default encode batch size, used for every path
@@ -157,17 +157,6 @@ def useful_flops(enc, texts: list[str]) -> float:
                         ["input_ids"]], dtype=np.float64)
     layers, d = bb.config.num_hidden_layers, bb.config.hidden_size
     return float(2 * non_emb * lengths.sum() + 4 * layers * d * (lengths**2).sum())
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform's answer elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -16,26 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
+
 PUBLISHED_MTEB_STSB = {"all-MiniLM-L6-v2": 82.03, "all-mpnet-base-v2": 83.42}
 STS_TASKS = "sts=STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness,STSBenchmark-original"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_model(model: str, out_dir: Path, threads: int, precision: str) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -26,6 +25,9 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -92,16 +94,6 @@ def child(mode: str, batch: int, chunk: int, threads: int) -> dict[str, float]:
             "seconds": seconds}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1024)
@@ -136,7 +128,7 @@ def main() -> None:
         "benchmark": "gradcache_memory",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": str(date.today()),
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "setting": {"model": MODEL, "max_length": MAX_LEN, "batch": args.batch, "chunk": args.chunk,
                     "runs": args.runs, "threads": args.threads, "precision": "fp32",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,15 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -148,7 +140,7 @@ def main() -> None:
             print("ivfpq", sweep[-1], flush=True)
         res["ivfpq"] = {"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1), "sweep": sweep}
 
-    out = {"date": str(date.today()), "machine": f"{_cpu()}, {os.cpu_count()} cores",
+    out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": res}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
+
 
 def _sentences() -> list[str]:
     from contrastkit.evaluation.senteval import resolve_senteval_dir
@@ -112,7 +115,7 @@ def main() -> None:
         server.wait(timeout=30)
     from search_speed import _cpu  # noqa: E402 - same folder
 
-    out = {"date": str(date.today()), "machine": f"{_cpu()}, {os.cpu_count()} cores",
+    out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "server": " ".join(cmd[1:]),
            "results": {"concurrent": concurrent, "one_at_a_time": single,
                        "throughput_ratio": round(concurrent["texts_per_s"] / single["texts_per_s"], 2)}}
