@@ -1,0 +1,167 @@
+"""Static embeddings: contrastkit's distilled static model vs Model2Vec's, both from all-MiniLM-L6-v2.
+
+Distils both from the same local teacher (ours: ``distill_static``; Model2Vec:
+``model2vec.distill.distill(model_name=<teacher dir>, pca_dims=DIM)``, its defaults otherwise),
+scores teacher, ours and Model2Vec on the seven SimCSE STS tasks (SentEval protocol; STS-B dev
+too, the only split used for choosing settings), and times ``encode`` of the same distinct
+SentEval STS sentences (the first ``--texts``) for each model: the median of ``--runs`` runs
+(``--teacher-runs`` for the teacher), with torch on ``--threads`` threads and tokenizers'
+parallelism off, so every model gets the same cores. Writes JSON to benchmarks/results/.
+
+    python benchmarks/static_vs_model2vec.py            # full: 20k texts (about 8-12 min on 2 idle cores)
+    python benchmarks/static_vs_model2vec.py --quick    # smoke test: 2k-text corpus, 1,000 texts (3-5 min)
+
+Our distillation caches the teacher's embeddings of its corpus (``teacher_cached`` in the JSON);
+a cold distill encodes 60k WordNet sentences first (about 3-4 min more); ``--no-cache`` times that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
+
+TEACHER = "all-MiniLM-L6-v2"
+
+
+def _timed(fn, texts: list[str], runs: int) -> tuple[float, list[float], np.ndarray]:
+    times, out = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn(texts)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times, np.asarray(out)
+
+
+def _sts_sentences(limit: int) -> list[str]:
+    from contrastkit.evaluation.senteval import load_sts_task
+    from contrastkit.evaluation.sts import SIMCSE_TASKS
+
+    seen: dict[str, None] = {}
+    for name in SIMCSE_TASKS:
+        for a, b in load_sts_task(name).pairs:
+            seen.setdefault(a, None)
+            seen.setdefault(b, None)
+    return list(seen)[:limit]
+
+
+def _memo(fn, cache: dict[str, np.ndarray]):
+    """Encode only texts not in ``cache`` (filled by the timing runs), so the teacher encodes once."""
+    def encode(texts: list[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in cache]
+        if todo:
+            cache.update(zip(todo, np.asarray(fn(todo))))
+        return np.stack([cache[t] for t in texts])
+    return encode
+
+
+def _score(encode) -> dict[str, float]:
+    from contrastkit.evaluation.sts import SIMCSE_TASKS, evaluate_sts, stsb_dev
+
+    res = evaluate_sts(encode, tasks=SIMCSE_TASKS, avg_tasks=SIMCSE_TASKS)
+    return {"avg_simcse7": round(res.avg, 2), "tasks": {k: round(v, 2) for k, v in res.scores.items()},
+            "stsb_dev": round(stsb_dev(encode), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--texts", type=int, default=20_000, help="distinct STS sentences timed")
+    ap.add_argument("--runs", type=int, default=5, help="timing runs of each static model")
+    ap.add_argument("--teacher-runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--corpus-size", type=int, default=None, help="our distillation corpus (default: ours)")
+    ap.add_argument("--steps", type=int, default=None, help="our tuning steps (default: ours)")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="re-encode the distillation corpus with the teacher (times a cold distill)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1,000 texts, small corpus, few steps")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.texts, args.runs, args.teacher_runs = 1000, 2, 1
+        args.corpus_size = args.corpus_size or 2000
+        args.steps = args.steps if args.steps is not None else 100
+    out_path = Path(args.out or f"benchmarks/results/static_vs_model2vec{'_quick' if args.quick else ''}.json")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from model2vec.distill import distill as m2v_distill
+
+    from contrastkit.encoders import Encoder
+    from contrastkit.encoders.backbones import resolve_alias
+    from contrastkit.encoders.static_distill import DistillConfig, distill_static
+
+    teacher = Encoder.from_pretrained(TEACHER)
+    cfg = DistillConfig(dim=args.dim)
+    if args.corpus_size:
+        cfg.corpus_size = args.corpus_size
+    if args.steps is not None:
+        cfg.steps = args.steps
+    t = time.perf_counter()
+    ours = distill_static(teacher, config=cfg, cache=not args.no_cache)
+    ours_distill_s = time.perf_counter() - t
+    t = time.perf_counter()
+    m2v = m2v_distill(model_name=resolve_alias(TEACHER), pca_dims=args.dim)
+    m2v_distill_s = time.perf_counter() - t
+
+    texts = _sts_sentences(args.texts)
+    encoders = {
+        "teacher": lambda x: teacher.encode(x, batch_size=64),
+        "contrastkit_static": lambda x: ours.encode(x),
+        "model2vec": lambda x: m2v.encode(x, use_multiprocessing=False),
+    }
+    results: dict[str, dict] = {}
+    for name, fn in encoders.items():
+        runs = args.teacher_runs if name == "teacher" else args.runs
+        med, times, emb = _timed(fn, texts, runs)
+        cache = dict(zip(texts, emb))
+        results[name] = {"encode_median_s": round(med, 4), "encode_runs_s": [round(x, 4) for x in times],
+                         "texts_per_s": round(len(texts) / med, 1), "dim": int(emb.shape[1]),
+                         **_score(_memo(fn, cache))}
+        print(name, json.dumps(results[name]), flush=True)
+    base = results["teacher"]
+    for name in ("contrastkit_static", "model2vec"):
+        r = results[name]
+        r["speedup_vs_teacher"] = round(base["encode_median_s"] / r["encode_median_s"], 1)
+        r["quality_vs_teacher"] = round(r["avg_simcse7"] / base["avg_simcse7"], 4)
+    results["contrastkit_static"]["distill_s"] = round(ours_distill_s, 1)
+    results["contrastkit_static"]["distill_settings"] = ours.meta.get("distill")
+    results["model2vec"]["distill_s"] = round(m2v_distill_s, 1)
+    results["model2vec"]["distill_settings"] = {"pca_dims": args.dim, "other": "model2vec defaults"}
+    from importlib.metadata import version
+
+    out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+           "command": "python " + " ".join(sys.argv), "torch_threads": args.threads,
+           "teacher": TEACHER, "timed_texts": len(texts),
+           "timed_texts_source": "distinct sentences of the 7 SimCSE STS tasks (SentEval), first N",
+           "distill_corpus": f"{cfg.corpus} ({cfg.corpus_size} texts sampled); no STS data",
+           "versions": {p: version(p) for p in ("model2vec", "torch", "tokenizers")},
+           "results": results,
+           "ours_minus_model2vec_avg": round(results["contrastkit_static"]["avg_simcse7"]
+                                             - results["model2vec"]["avg_simcse7"], 2)}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {out_path}")
+    for name in ("contrastkit_static", "model2vec"):
+        r = results[name]
+        print(f"{name}: STS avg {r['avg_simcse7']} ({100 * r['quality_vs_teacher']:.1f}% of the teacher's "
+              f"{base['avg_simcse7']}), {r['speedup_vs_teacher']}x the teacher's encode speed")
+
+
+if __name__ == "__main__":
+    main()
