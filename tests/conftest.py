@@ -19,12 +19,14 @@ WORDS = ("a man woman child dog cat is are was playing eating running sleeping g
 def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """Write a random 2-layer BERT with a word-level vocabulary to ``path``."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    # BertTokenizer(vocab=...) really loads the word list (transformers 5's BertTokenizerFast(vocab_file=...)
+    # ignores it and maps every word to [UNK]).
+    tok = BertTokenizer(vocab=str(path / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=hidden * 2, max_position_embeddings=64)

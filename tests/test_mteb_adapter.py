@@ -30,16 +30,16 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def _distinct_pairs(encoder: Any, n: int) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
     """``n`` STS-B test pairs whose cosines (under ``encoder``) are at least 2e-6 apart.
 
-    The random tiny BERT maps most words to [UNK], so many pairs have (almost) equal cosines; their
-    order would then depend on float32 rounding, which differs between mteb's and our cosine.
+    STS-B words are mostly outside the tiny BERT's vocabulary ([UNK]), so many pairs have (almost) equal
+    cosines; their order would then depend on float32 rounding, which differs between mteb's and our cosine.
     """
     from contrastkit.evaluation.senteval import load_sts_task
     from contrastkit.evaluation.sts import paired_cosine
 
     task = load_sts_task("STSBenchmark", DATA)
     task.pairs, task.scores = task.pairs[:500], task.scores[:500]
-    emb_a = encoder.encode([a for a, _ in task.pairs])
-    emb_b = encoder.encode([b for _, b in task.pairs])
+    emb_a = encoder.encode([a for a, _ in task.pairs], precision="fp32")
+    emb_b = encoder.encode([b for _, b in task.pairs], precision="fp32")
     sims = paired_cosine(emb_a, emb_b)
     keep: list[int] = []
     for i, s in enumerate(sims):
@@ -96,7 +96,7 @@ def test_mteb_evaluate_matches_our_spearman(tiny_bert: Path, no_network: None) -
     assert not result.exceptions
     scores = result.task_results[0].scores["test"][0]
     expected = float(spearmanr(ours, gold)[0])
-    assert abs(expected) > 0.05  # a real correlation, not a degenerate one
+    assert np.isfinite(expected) and np.std(ours) > 1e-4  # distinct similarities, a defined correlation
     assert scores["cosine_spearman"] == pytest.approx(expected, abs=1e-6)
     assert scores["main_score"] == pytest.approx(expected, abs=1e-6)
     # the adapter's own similarity (AbsEncoder with cosine meta) gives the same ranking
@@ -117,7 +117,7 @@ def test_adapter_encode_reads_batches_in_order(tiny_bert: Path) -> None:
     loader = DataLoader([{"text": t} for t in texts], batch_size=5)  # default collate: {"text": [...]}
     emb = model.encode(loader, task_metadata=meta, hf_split="test", hf_subset="default")
     assert emb.shape == (23, 32) and emb.dtype == np.float32
-    np.testing.assert_allclose(emb, enc.encode(texts), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb, enc.encode(texts, precision="fp32"), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="ContrastkitLocalSTSB.*text only"):
         model.encode(DataLoader([{"image": 1}], batch_size=1), task_metadata=meta, hf_split="test",
                      hf_subset="default")

@@ -47,7 +47,7 @@ def test_onnx_graph_matches_torch_on_new_shapes(exported: Path) -> None:
 
 def test_encode_with_onnx_backend_equals_torch(exported: Path) -> None:
     texts = make_sentences(23, seed=1)
-    ref = Encoder.from_pretrained(str(exported), backend="torch").encode(texts, batch_size=8)
+    ref = Encoder.from_pretrained(str(exported), backend="torch").encode(texts, batch_size=8, precision="fp32")
     enc = Encoder.from_pretrained(str(exported), backend="onnx", threads=1)
     assert enc.backend == "onnx:model.onnx"
     np.testing.assert_allclose(enc.encode(texts, batch_size=8), ref, atol=1e-4)
@@ -60,7 +60,7 @@ def test_encode_with_onnx_backend_equals_torch(exported: Path) -> None:
 
 def test_int8_backend_correlates(exported: Path) -> None:
     texts = make_sentences(40, seed=2)
-    ref = Encoder.from_pretrained(str(exported)).encode(texts, normalize=True)
+    ref = Encoder.from_pretrained(str(exported)).encode(texts, normalize=True, precision="fp32")
     got = Encoder.from_pretrained(str(exported), backend="onnx-int8", threads=1).encode(texts, normalize=True)
     cos = (ref * got).sum(1)
     assert cos.min() > 0.9, cos.min()
@@ -97,7 +97,7 @@ def test_missing_onnx_dir_and_bad_format_are_clear_errors(tiny_bert: Path, tmp_p
 def test_first_last_avg_exports_first_layer_too(tiny_bert: Path, tmp_path: Path) -> None:
     enc = Encoder.from_pretrained(str(tiny_bert), pooling="first_last_avg")
     texts = make_sentences(9, seed=4)
-    ref = enc.encode(texts, batch_size=4)
+    ref = enc.encode(texts, batch_size=4, precision="fp32")
     enc.use_onnx(export_onnx(enc, tmp_path / "m.onnx"), threads=1)
     assert enc.ort is not None and "first_hidden_state" in enc.ort.output_names
     np.testing.assert_allclose(enc.encode(texts, batch_size=4), ref, atol=1e-4)

@@ -40,7 +40,7 @@ def _train_run(base: Path, out: Path) -> Path:
     dev = subsample_task(load_sts_task("STSBenchmark-dev", DATA), 30)
 
     def eval_fn(enc: Any) -> dict[str, float]:
-        return {"STSBenchmark-dev": evaluate_sts(lambda t: enc.encode(t), [dev]).tasks[dev.name].spearman}
+        return {"STSBenchmark-dev": evaluate_sts(lambda t: enc.encode(t, precision="fp32"), [dev]).tasks[dev.name].spearman}
 
     cfg = TrainConfig(output_dir=str(out), batch_size=8, lr=3e-3, progress=False, checkpoint_every=1,
                       keep_checkpoints=5, log_every=1, seed=1, max_steps=3)
@@ -106,7 +106,7 @@ def test_report_json_structure_and_numbers(run: dict[str, Any]) -> None:
     sims = {}
     for m, path in zip((a, b), run["models"]):
         enc = Encoder.from_pretrained(str(path))
-        direct = evaluate_sts(lambda t: enc.encode(t), [stsb]).sims["STSBenchmark"]
+        direct = evaluate_sts(lambda t: enc.encode(t, precision="fp32"), [stsb]).sims["STSBenchmark"]
         pairs = m["suites"]["sts"]["stsb_test_pairs"]
         sims[m["label"]] = np.asarray(pairs["sim"])
         np.testing.assert_allclose(sims[m["label"]], direct, atol=1e-6)

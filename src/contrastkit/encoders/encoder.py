@@ -229,11 +229,11 @@ class Encoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool | None = None,
-               convert_to: Literal["numpy", "torch"] = "numpy", precision: str = "fp32",
+               convert_to: Literal["numpy", "torch"] = "numpy", precision: str = "auto",
                show_progress: bool = False) -> np.ndarray | Tensor:
         """Embed texts in length-sorted batches (little padding); returns (n, dim) in input order.
 
-        ``precision``: 'fp32'; 'bf16' runs a cached bfloat16 copy of the backbone (all of the
+        ``precision`` (default 'auto', the fast path; evaluation commands pass 'fp32'): 'fp32'; 'bf16' runs a cached bfloat16 copy of the backbone (all of the
         forward in bf16: on an AVX-512 BF16/AMX CPU about 2.5x fp32 on MiniLM and 1.4x bf16
         autocast, STS-B within 0.01; see benchmarks/encode_throughput.py); 'auto' = 'bf16' where
         the hardware runs it natively, else 'fp32'. An ONNX backend ignores it.

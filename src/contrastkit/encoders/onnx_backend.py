@@ -249,7 +249,7 @@ def export_model(model: str, *, output: str | Path | None = None, quantize: str 
     if quantize == "int8":
         files["onnx-int8"] = quantize_int8(files["onnx"], onnx_dir / BACKEND_FILES["onnx-int8"])
     texts = list(CHECK_TEXTS)
-    reference = enc.encode(texts, batch_size=4)
+    reference = enc.encode(texts, batch_size=4, precision="fp32")
     report: dict[str, Any] = {"source": str(model), "onnxruntime": ort.__version__, "torch": torch.__version__,
                               "opset": opset, "graph": "backbone only; pooling in torch after it",
                               "pooling": enc.pooling, "check_texts": len(texts), "files": {}}
@@ -276,5 +276,5 @@ def export_model(model: str, *, output: str | Path | None = None, quantize: str 
 def _stsb(enc: Encoder, data_dir: str | None) -> float:
     from ..evaluation.sts import evaluate_sts
 
-    res = evaluate_sts(lambda t: enc.encode(t, batch_size=64), tasks=["STSBenchmark"], data_dir=data_dir)
+    res = evaluate_sts(lambda t: enc.encode(t, batch_size=64, precision="fp32"), tasks=["STSBenchmark"], data_dir=data_dir)
     return float(res.tasks["STSBenchmark"].spearman)

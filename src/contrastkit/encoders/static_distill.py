@@ -165,7 +165,7 @@ def _teacher_sentences(teacher: Encoder, texts: list[str], *, batch_size: int, s
             if emb.shape[0] == len(texts):
                 logger.info("teacher embeddings from cache %s", path)
                 return emb, True
-    emb = teacher.encode(texts, batch_size=batch_size, normalize=True, show_progress=show_progress)
+    emb = teacher.encode(texts, batch_size=batch_size, normalize=True, precision="fp32", show_progress=show_progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npy")

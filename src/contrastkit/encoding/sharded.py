@@ -170,7 +170,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 # -- the work -------------------------------------------------------------------------------------
 def encode_sharded(model: Any, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    shard_size: int = 100_000, batch_size: int = 64, normalize: bool | None = None,
-                   precision: str = "fp32", dtype: str = "float32", text_field: str = "text",
+                   precision: str = "auto", dtype: str = "float32", text_field: str = "text",
                    resume: bool = False, rank: int | None = None, world_size: int | None = None,
                    show_progress: bool = True, progress_position: int = 0) -> ShardedEncodeResult:
     """Encode the shards of ``input`` that belong to ``rank`` (of ``world_size``) into ``output``.
