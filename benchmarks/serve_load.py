@@ -113,8 +113,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    from search_speed import _cpu  # noqa: E402 - same folder
-
     out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "server": " ".join(cmd[1:]),
            "results": {"concurrent": concurrent, "one_at_a_time": single,
