@@ -13,38 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_tiny_bert, make_sentences
+from conftest import make_sentences
 from contrastkit.cli import main
 from contrastkit.encoders import Encoder
 from contrastkit.encoding import encode_sharded, load_shards, run_sharded
 from contrastkit.errors import ConfigError, DataError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy two-core machine more threads make the tiny model 20x slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def word_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """conftest's tiny BERT with its word-level vocabulary actually loaded (under transformers 5,
-    ``BertTokenizerFast(vocab_file=...)`` ignores the file and every word becomes [UNK])."""
-    from transformers import BertTokenizer
-
-    path = build_tiny_bert(tmp_path_factory.mktemp("word-bert"))
-    BertTokenizer(vocab=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def enc(word_bert: Path) -> Encoder:
-    return Encoder.from_pretrained(str(word_bert))
+def enc(tiny_bert: Path) -> Encoder:
+    return Encoder.from_pretrained(str(tiny_bert))
 
 
 def _write_text(path: Path, texts: list[str], blank_every: int = 0) -> Path:
@@ -90,10 +71,10 @@ def _cli(model: Path, src: Path, out: Path, *extra: str) -> list[str]:
             "--batch-size", "4", *extra]
 
 
-def test_sigkill_then_resume_gives_identical_output(word_bert: Path, tmp_path: Path):
+def test_sigkill_then_resume_gives_identical_output(tiny_bert: Path, tmp_path: Path):
     src = _write_text(tmp_path / "in.txt", make_sentences(600, seed=3))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "contrastkit.cli", *_cli(word_bert, src, out, "--shard-size", "15")]
+    cmd = [sys.executable, "-m", "contrastkit.cli", *_cli(tiny_bert, src, out, "--shard-size", "15")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
@@ -107,9 +88,9 @@ def test_sigkill_then_resume_gives_identical_output(word_bert: Path, tmp_path: P
     assert not manifest["complete"]  # killed mid-run
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.npy")}
 
-    assert main(_cli(word_bert, src, out, "--shard-size", "15")) == 2  # refuses to overwrite without --resume
-    assert main(_cli(word_bert, src, out, "--shard-size", "15", "--resume")) == 0
-    assert main(_cli(word_bert, src, tmp_path / "clean", "--shard-size", "15")) == 0
+    assert main(_cli(tiny_bert, src, out, "--shard-size", "15")) == 2  # refuses to overwrite without --resume
+    assert main(_cli(tiny_bert, src, out, "--shard-size", "15", "--resume")) == 0
+    assert main(_cli(tiny_bert, src, tmp_path / "clean", "--shard-size", "15")) == 0
     np.testing.assert_array_equal(load_shards(out), load_shards(tmp_path / "clean"))
     for i in range(40):
         np.testing.assert_array_equal(np.load(out / f"shard-{i:05d}.rows.npy"),
@@ -118,7 +99,7 @@ def test_sigkill_then_resume_gives_identical_output(word_bert: Path, tmp_path: P
     assert all((out / name).stat().st_mtime_ns == t for name, t in kept.items() if (out / name.replace(
         ".npy", ".json")).exists() and not name.endswith(".rows.npy"))
     # a resume with other settings is refused
-    assert main(_cli(word_bert, src, out, "--shard-size", "16", "--resume")) == 2
+    assert main(_cli(tiny_bert, src, out, "--shard-size", "16", "--resume")) == 2
 
 
 def test_resume_reencodes_a_shard_whose_row_count_is_wrong(enc: Encoder, tmp_path: Path):
@@ -130,10 +111,10 @@ def test_resume_reencodes_a_shard_whose_row_count_is_wrong(enc: Encoder, tmp_pat
     np.testing.assert_allclose(load_shards(tmp_path / "out"), enc.encode(make_sentences(20, seed=4)), atol=1e-5)
 
 
-def test_two_workers_equal_one(word_bert: Path, tmp_path: Path):
+def test_two_workers_equal_one(tiny_bert: Path, tmp_path: Path):
     src = _write_text(tmp_path / "in.txt", make_sentences(40, seed=5))
-    one = run_sharded(str(word_bert), src, tmp_path / "w1", workers=1, shard_size=6, show_progress=False)
-    two = run_sharded(str(word_bert), src, tmp_path / "w2", workers=2, shard_size=6, show_progress=False)
+    one = run_sharded(str(tiny_bert), src, tmp_path / "w1", workers=1, shard_size=6, show_progress=False)
+    two = run_sharded(str(tiny_bert), src, tmp_path / "w2", workers=2, shard_size=6, show_progress=False)
     assert one.complete and two.complete and two.shards_written == one.shards_written == 7
     np.testing.assert_array_equal(load_shards(tmp_path / "w1"), load_shards(tmp_path / "w2"))
 
@@ -158,22 +139,22 @@ def test_rank_split_covers_each_shard_exactly_once(enc: Encoder, tmp_path: Path,
         encode_sharded(enc, src, tmp_path / "x", rank=3, world_size=3, show_progress=False)
 
 
-def test_bad_line_names_file_and_line(word_bert: Path, tmp_path: Path, capsys):
+def test_bad_line_names_file_and_line(tiny_bert: Path, tmp_path: Path, capsys):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"text": "a dog"}\n{"text": "the cat"}\n{"text": oops}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:3: invalid JSON"):
-        encode_sharded(str(word_bert), src, tmp_path / "out", shard_size=2, show_progress=False)
-    assert main(_cli(word_bert, src, tmp_path / "out2")) == 2
+        encode_sharded(str(tiny_bert), src, tmp_path / "out", shard_size=2, show_progress=False)
+    assert main(_cli(tiny_bert, src, tmp_path / "out2")) == 2
     err = capsys.readouterr().err
     assert f"{src}:3:" in err and "Traceback" not in err
     src.write_text('{"text": "a dog"}\n{"body": "the cat"}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: .*lacks key 'text'"):
-        encode_sharded(str(word_bert), src, tmp_path / "out3", show_progress=False)
+        encode_sharded(str(tiny_bert), src, tmp_path / "out3", show_progress=False)
 
 
-def test_single_npy_output_rejects_shard_flags(word_bert: Path, tmp_path: Path, capsys):
+def test_single_npy_output_rejects_shard_flags(tiny_bert: Path, tmp_path: Path, capsys):
     src = _write_text(tmp_path / "in.txt", ["a dog", "the cat"])
-    assert main(_cli(word_bert, src, tmp_path / "x.npy", "--resume")) == 2
+    assert main(_cli(tiny_bert, src, tmp_path / "x.npy", "--resume")) == 2
     assert "output directory" in capsys.readouterr().err
-    assert main(_cli(word_bert, src, tmp_path / "x.npy", "--dtype", "float16")) == 0
+    assert main(_cli(tiny_bert, src, tmp_path / "x.npy", "--dtype", "float16")) == 0
     assert np.load(tmp_path / "x.npy").dtype == np.float16

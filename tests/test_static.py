@@ -16,24 +16,12 @@ from contrastkit.encoders.static_distill import distill_static, sif_weights, tea
 from contrastkit.errors import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy two-core machine more threads make tiny models much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def word_bert(tiny_bert: Path) -> Path:
-    """conftest's tiny BERT (word-level vocabulary)."""
-    return tiny_bert
-
-
-@pytest.fixture(scope="module")
-def teacher(word_bert: Path) -> Encoder:
-    return Encoder.from_pretrained(str(word_bert))
+def teacher(tiny_bert: Path) -> Encoder:
+    return Encoder.from_pretrained(str(tiny_bert))
 
 
 def _table(teacher: Encoder, dim: int = 6) -> np.ndarray:
@@ -110,11 +98,11 @@ def test_distillation_tuning_moves_the_student_toward_the_teacher(teacher: Encod
         distill_static(teacher, corpus=corpus, stepz=3)
 
 
-def test_distill_cli_writes_a_loadable_model(word_bert: Path, tmp_path: Path, capsys):
+def test_distill_cli_writes_a_loadable_model(tiny_bert: Path, tmp_path: Path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(make_sentences(200, seed=4)) + "\n")
     out = tmp_path / "static"
-    assert main(["distill", "--teacher", str(word_bert), "--output", str(out), "--dim", "8", "--corpus",
+    assert main(["distill", "--teacher", str(tiny_bert), "--output", str(out), "--dim", "8", "--corpus",
                  str(corpus), "--steps", "5", "--no-cache", "--no-progress"]) == 0
     assert "static model" in capsys.readouterr().out
     model = Encoder.from_pretrained(str(out))
@@ -126,6 +114,6 @@ def test_distill_cli_writes_a_loadable_model(word_bert: Path, tmp_path: Path, ca
     from contrastkit.encoding import load_shards
 
     np.testing.assert_allclose(load_shards(tmp_path / "shards"), model.encode(texts), atol=1e-6)
-    assert main(["distill", "--teacher", str(word_bert), "--output", str(out), "--corpus",
+    assert main(["distill", "--teacher", str(tiny_bert), "--output", str(out), "--corpus",
                  str(tmp_path / "missing.txt"), "--no-progress"]) == 2
     assert "missing.txt" in capsys.readouterr().err

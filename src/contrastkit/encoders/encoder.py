@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..fsutil import replace_dir
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
@@ -284,14 +285,7 @@ class Encoder(nn.Module):
 
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
         _write_sentence_transformers_files(tmp, self)
-        if path.exists():
-            old = path.with_name(path.name + f".old{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-        return path
+        return replace_dir(tmp, path)
 
 
 def _attention_dropout(config: Any) -> float:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..fsutil import replace_dir
 
 STATIC_CONFIG = "contrastkit_static.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -144,14 +145,7 @@ class StaticEncoder:
         (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
         (tmp / "config_sentence_transformers.json").write_text(
             json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
-        if path.exists():
-            old = path.with_name(path.name + f".old{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-        return path
+        return replace_dir(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> StaticEncoder:
