@@ -208,16 +208,12 @@ def _markdown_table(rows: list[tuple[str, float, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def _loss_curve(metrics_path: Path) -> list[dict[str, float]]:
-    if not metrics_path.is_file():
-        return []
-    rows = []
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if "loss" in r:
-                rows.append({"step": r["step"], "loss": round(r["loss"], 5), "lr": r["lr"]})
-    return rows
+def _loss_curve(run_dir: Path) -> list[dict[str, float]]:
+    """The run's training-loss rows (from the Trainer's metrics.jsonl)."""
+    from .evaluation.suite import read_training_history
+
+    return [{"step": r["step"], "loss": round(r["loss"], 5), "lr": r["lr"]}
+            for r in read_training_history(run_dir)["train"]]
 
 
 def _plot(curve: list[dict[str, float]], path: Path) -> Path | None:
@@ -407,7 +403,7 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
     timings["total"] = time.perf_counter() - t_start
 
     rows = _table_rows(before, after)
-    curve = _loss_curve(train_dir / "metrics.jsonl")
+    curve = _loss_curve(train_dir)
     plot = _plot(curve, out / "training_curve.png")
     report: dict[str, Any] = {
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
