@@ -582,3 +582,19 @@ def test_hf_missing_split(saved_dataset: Path, tmp_path: Path) -> None:
     assert list(iter_hf_dataset(str(tmp_path / "dd"), split="test")) == [Example(("x",))]
     with pytest.raises(DataError, match=r"split 'train' not found; available splits \(test\)"):
         iter_hf_dataset(str(tmp_path / "dd"))
+
+
+def test_iter_json_objects_skips_blank_lines_and_names_bad_ones(tmp_path: Path) -> None:
+    from contrastkit.data.readers import iter_json_objects
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n  \n{"b": [2]}\r\n')
+    assert list(iter_json_objects(path)) == [(1, {"a": 1}), (4, {"b": [2]})]
+    path.write_bytes(b'{"a": 1}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"rows\.jsonl:2: expected a JSON object, found an array"):
+        list(iter_json_objects(path))
+    path.write_bytes(b'{"a": "\xff"}\n')
+    with pytest.raises(DataError, match=r"rows\.jsonl:1: invalid UTF-8 byte 0xff"):
+        list(iter_json_objects(path))
+    with pytest.raises(DataError, match="file not found"):
+        list(iter_json_objects(tmp_path / "missing.jsonl"))

@@ -213,7 +213,7 @@ def test_load_beir_missing_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("corpus, pattern", [
-    ([{"_id": "d1", "text": "x"}, '{"_id": "d2", "text": '], r"corpus\.jsonl:2: bad JSON"),
+    ([{"_id": "d1", "text": "x"}, '{"_id": "d2", "text": '], r"corpus\.jsonl:2: invalid JSON"),
     ([{"_id": "d1", "text": "x"}, "", {"text": "no id"}], r"corpus\.jsonl:3: missing \"_id\""),
     ([{"_id": "d1", "text": "x"}, {"_id": "d1", "text": "y"}], r"corpus\.jsonl:2: duplicate \"_id\""),
     ([["not", "an", "object"]], r"corpus\.jsonl:1: expected a JSON object"),

@@ -17,29 +17,21 @@ _ADD_CHUNK = 10_000
 
 
 def _read_jsonl(path: str) -> tuple[list[str], list[Any] | None, list[Any] | None]:
-    from contrastkit.data.examples import ReadStats
-    from contrastkit.data.readers import MAX_LINE_BYTES, _iter_lines
+    from contrastkit.data.readers import iter_json_objects
 
     texts: list[str] = []
     ids: list[Any] = []
     metas: list[Any] = []
-    with open(path, "rb") as fh:
-        for line_no, line, _ in _iter_lines(fh, path, MAX_LINE_BYTES, ReadStats()):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", path=path, line=line_no) from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
-                raise DataError("expected an object with a non-empty string 'text' (and optional 'id', 'metadata')",
-                                path=path, line=line_no)
-            if "metadata" in obj and not isinstance(obj["metadata"], dict):
-                raise DataError(f"'metadata' must be an object, found {type(obj['metadata']).__name__}",
-                                path=path, line=line_no)
-            texts.append(obj["text"])
-            ids.append(obj.get("id"))
-            metas.append(obj.get("metadata"))
+    for line_no, obj in iter_json_objects(path):
+        if not isinstance(obj.get("text"), str) or not obj["text"].strip():
+            raise DataError("expected an object with a non-empty string 'text' (and optional 'id', 'metadata')",
+                            path=path, line=line_no)
+        if "metadata" in obj and not isinstance(obj["metadata"], dict):
+            raise DataError(f"'metadata' must be an object, found {type(obj['metadata']).__name__}",
+                            path=path, line=line_no)
+        texts.append(obj["text"])
+        ids.append(obj.get("id"))
+        metas.append(obj.get("metadata"))
     if not texts:
         raise DataError("file is empty: no documents found", path=path)
     has_ids = [i is not None for i in ids]

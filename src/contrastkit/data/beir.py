@@ -30,7 +30,6 @@ with ``path:line:``, or ``path:`` for a missing file):
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from contrastkit.data.readers import iter_json_objects
 from contrastkit.errors import DataError
 
 __all__ = ["RetrievalTask", "load_beir"]
@@ -71,31 +71,6 @@ class RetrievalTask:
         return len(self.query_ids)
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (1-based line number, object) for each non-blank line of a JSONL file."""
-    if not path.is_file():
-        raise DataError("file not found", path=str(path))
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        lineno = 0
-        while True:
-            try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                raise DataError(f"not valid UTF-8: {e.reason}", path=str(path), line=lineno + 1) from None
-            if not line:
-                return
-            lineno += 1
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"bad JSON: {e.msg} (column {e.colno})", path=str(path), line=lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=lineno)
-            yield lineno, obj
-
-
 def _get_id(obj: dict[str, Any], path: Path, lineno: int) -> str:
     if "_id" not in obj:
         raise DataError('missing "_id"', path=str(path), line=lineno)
@@ -122,7 +97,7 @@ def _read_records(path: Path, *, with_title: bool) -> tuple[list[str], list[str]
     ids: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_json_objects(path):
         sid = _get_id(obj, path, lineno)
         if sid in seen:
             raise DataError(f'duplicate "_id" {sid!r} (first on line {seen[sid]})', path=str(path), line=lineno)

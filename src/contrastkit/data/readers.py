@@ -29,6 +29,7 @@ __all__ = [
     "OptionalDependencyError",
     "iter_examples",
     "iter_hf_dataset",
+    "iter_json_objects",
     "open_examples",
     "read_examples",
 ]
@@ -263,28 +264,28 @@ def _read_text(lines: Iterator[tuple[int, str, int]], spec: _Spec, path: str, st
         yield Example((text,))
 
 
+def _json_object(text: str, path: str, line_no: int, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Parse one JSONL line that must hold an object; the error names the file, line and what was found."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg} at column {e.colno} (expected one JSON object per line)",
+                        path=path, line=line_no) from None
+    if not isinstance(obj, dict):
+        found = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(obj), f"a number ({obj!r})"
+        )
+        with_keys = f" with keys ({', '.join(keys)})" if keys else ""
+        raise DataError(f"expected a JSON object{with_keys}, found {found}", path=path, line=line_no)
+    return obj
+
+
 def _read_jsonl(lines: Iterator[tuple[int, str, int]], spec: _Spec, path: str, stats: ReadStats) -> Iterator[Example]:
     for line_no, text, _size in lines:
         if not text.strip():
             stats.skipped_blank += 1
             continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"invalid JSON: {e.msg} at column {e.colno} (expected one JSON object per line)",
-                path=path,
-                line=line_no,
-            ) from None
-        if not isinstance(obj, dict):
-            found = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-                type(obj), f"a number ({obj!r})"
-            )
-            raise DataError(
-                f"expected a JSON object with keys ({', '.join(spec.columns)}), found {found}",
-                path=path,
-                line=line_no,
-            )
+        obj = _json_object(text, path, line_no, spec.columns)
         yield _example_from_mapping(obj, spec, path, line_no, "JSON object")
 
 
@@ -453,6 +454,18 @@ def iter_examples(
         raise ConfigError(f"max_line_bytes must be a positive integer, found {max_line_bytes!r}")
     _check_file(path)
     return _iter_file(path, fmt, spec, stats if stats is not None else ReadStats(), max_line_bytes)
+
+
+def iter_json_objects(
+    path: str | os.PathLike[str], *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stream (line number, object) from a JSONL file, skipping blank lines; bad lines raise DataError."""
+    path = os.fspath(path)
+    _check_file(path)
+    with open(path, "rb") as fh:
+        for line_no, text, _size in _iter_lines(fh, path, max_line_bytes, ReadStats()):
+            if text.strip():
+                yield line_no, _json_object(text, path, line_no)
 
 
 def read_examples(

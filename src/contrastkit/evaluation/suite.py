@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..data.readers import iter_json_objects
 from ..errors import ConfigError, DataError
 from .cache import EmbeddingCache, model_fingerprint
 from .senteval import STS_TASK_NAMES, DataNotFoundError, STSTask, load_sts_task
@@ -110,13 +111,7 @@ def read_training_history(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     train: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
     if path.is_file():
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"not a JSON object ({err.msg})", path=str(path), line=i) from None
+        for _, row in iter_json_objects(path):
             if "eval" in row:
                 evals.append({"step": row.get("step"), "primary": row.get("primary"), "eval": row["eval"]})
             elif "loss" in row:
