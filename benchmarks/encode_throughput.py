@@ -9,7 +9,7 @@ reported. Paths:
 - ``ck_fp32``: contrastkit ``Encoder.encode(precision="fp32")``;
 - ``ck_default``: ``precision="auto"`` (a bf16 copy of the weights on a CPU with AVX-512 BF16/AMX);
 - ``ck_onnx`` / ``ck_onnx_int8``: ``Encoder.from_pretrained(dir, backend="onnx" | "onnx-int8")`` after
-  ``contrastkit export --quantize int8`` (ONNX Runtime, intra-op threads = torch's threads);
+  ``contrastkit export --quantize int8`` (ONNX Runtime: as many single-threaded batch runs at once as torch has threads);
 - ``st_onnx``: sentence-transformers' own ONNX backend (``backend="onnx"``, its own export via
   Optimum), version 5.1.2 in a separate venv made by ``benchmarks/setup_st_onnx_peer.sh`` (6.2.0's
   onnx extra does not resolve beside transformers 5), driven in a subprocess. Skipped, and said so

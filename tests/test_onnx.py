@@ -45,6 +45,22 @@ def test_onnx_graph_matches_torch_on_new_shapes(exported: Path) -> None:
         np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-4)
 
 
+@pytest.mark.parametrize("n", [3, 57])  # fewer texts than workers x batch (split), and many batches in flight
+def test_parallel_onnx_runs_keep_input_order(exported: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = make_sentences(n, seed=5)
+    ref = Encoder.from_pretrained(str(exported), backend="onnx", threads=1).encode(texts, batch_size=4)
+    enc = Encoder.from_pretrained(str(exported), backend="onnx", threads=3)
+    assert enc.ort is not None and enc.ort.workers == 3
+    calls: list[int] = []
+    run = enc.ort.session.run
+    monkeypatch.setattr(enc.ort, "session", type("S", (), {
+        "run": staticmethod(lambda names, feed: calls.append(len(feed["input_ids"])) or run(names, feed))})())
+    np.testing.assert_allclose(enc.encode(texts, batch_size=4), ref, atol=1e-5)
+    assert sum(calls) == n and max(calls) <= 4
+    if n == 3:
+        assert calls == [1, 1, 1]  # one text per worker rather than one batch of 3 on one thread
+
+
 def test_encode_with_onnx_backend_equals_torch(exported: Path) -> None:
     texts = make_sentences(23, seed=1)
     ref = Encoder.from_pretrained(str(exported), backend="torch").encode(texts, batch_size=8, precision="fp32")

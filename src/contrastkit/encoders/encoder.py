@@ -8,7 +8,9 @@ from copy import deepcopy
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,7 +105,7 @@ class Encoder(nn.Module):
 
         ``backend`` picks what runs ``encode``: 'torch', 'onnx' or 'onnx-int8' (files written by
         ``contrastkit export``), or 'auto' = ``$CONTRASTKIT_BACKEND`` if set, else 'torch'. Training
-        always uses torch; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's).
+        always uses torch; ``threads`` is how many ONNX Runtime batches run at once (default: torch's threads).
         """
         from .static import StaticEncoder, is_static_dir
 
@@ -192,14 +194,37 @@ class Encoder(nn.Module):
             cached = self._bf16_cache
         return cached[1]
 
-    def _forward_onnx(self, features: dict[str, Tensor]) -> Tensor:
-        """Inference forward through the ONNX Runtime session, pooled in torch."""
-        assert self.ort is not None
-        outs = self.ort(features)
+    def _pool_onnx(self, features: dict[str, Tensor], outs: dict[str, Tensor]) -> Tensor:
+        """Pool the ONNX Runtime outputs for a tokenized batch in torch."""
         mask = features["attention_mask"].cpu()
         first = outs.get("first_hidden_state")
         states = (first, first, outs["last_hidden_state"]) if first is not None else None
         return pool(self.pooling, states, outs["last_hidden_state"], mask)
+
+    def _embed_batches(self, texts: Sequence[str], batches: Iterable[list[int]],
+                       model: nn.Module) -> Iterator[tuple[list[int], Tensor]]:
+        """(indices, embeddings) per batch, in order; ONNX batches run ``ort.workers`` at a time.
+
+        Tokenizing and pooling stay on this thread while the workers run the graph; at most
+        ``2 x workers`` batches are in flight, so memory stays flat for input of any size.
+        """
+        ort = self.ort
+        if ort is None or ort.workers == 1:
+            for idx in batches:
+                feats = self.tokenize([texts[i] for i in idx])
+                yield idx, model(feats) if ort is None else self._pool_onnx(feats, ort(feats))
+            return
+        pending: deque[tuple[list[int], dict[str, Tensor], Future]] = deque()
+        with ThreadPoolExecutor(ort.workers, thread_name_prefix="contrastkit-ort") as pool_:
+            for idx in batches:
+                feats = self.tokenize([texts[i] for i in idx])
+                pending.append((idx, feats, pool_.submit(ort, feats)))
+                if len(pending) > 2 * ort.workers:
+                    done_idx, done_feats, fut = pending.popleft()
+                    yield done_idx, self._pool_onnx(done_feats, fut.result())
+            while pending:
+                done_idx, done_feats, fut = pending.popleft()
+                yield done_idx, self._pool_onnx(done_feats, fut.result())
 
     def embed_texts(self, texts: Sequence[str], *, buckets: int = 1) -> Tensor:
         """Embed texts with gradients, as ``buckets`` length-sorted chunks each padded only to its own longest.
@@ -246,15 +271,15 @@ class Encoder(nn.Module):
         was_training = self.training
         self.eval()
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
-        batches = self._length_sorted_batches(texts, batch_size) if len(texts) else iter(())
+        if self.ort is not None and len(texts) < self.ort.workers * batch_size:
+            batch_size = max(1, -(-len(texts) // self.ort.workers))  # one batch per worker: every core busy
+        batches: Iterable[list[int]] = self._length_sorted_batches(texts, batch_size) if len(texts) else iter(())
         if show_progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, total=-(-len(texts) // batch_size), desc="encode", unit="batch")
         try:
-            for idx in batches:
-                feats = self.tokenize([texts[i] for i in idx])
-                emb = model(feats) if self.ort is None else self._forward_onnx(feats)
+            for idx, emb in self._embed_batches(texts, batches, model):
                 out[idx] = emb.float().cpu()
         finally:
             self.train(was_training)

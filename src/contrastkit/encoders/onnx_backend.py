@@ -143,20 +143,27 @@ def quantize_int8(src: str | Path, dst: str | Path, *, per_channel: bool = True,
     return dst
 
 
-def session_options(threads: int | None = None) -> Any:
-    """ORT options for encoding: all graph optimisations, ``threads`` intra-op threads (default: torch's)."""
+def session_options() -> Any:
+    """ORT options for one single-threaded run (parallelism comes from concurrent runs: see OnnxBackbone)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return opts
 
 
 class OnnxBackbone:
-    """An ONNX Runtime session standing in for the torch backbone at inference time."""
+    """An ONNX Runtime session standing in for the torch backbone at inference time.
+
+    The session runs each batch on one thread; ``workers`` (default: torch's thread count)
+    batches run at once from a thread pool (``Encoder.encode`` does this; ORT's ``run`` is
+    thread-safe and releases the GIL). On MiniLM-sized models and short texts, batch-level
+    parallelism beats ORT's intra-op threads: the matrices of one batch are too small to split
+    well, and ORT's spinning intra-op threads contend with torch's (benchmarks/encode_throughput.py).
+    """
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         try:
@@ -165,8 +172,9 @@ class OnnxBackbone:
             raise ConfigError("the ONNX backends need onnxruntime: pip install 'contrastkit[onnx]'") from None
 
         self.path = Path(path)
+        self.workers = max(1, threads or torch.get_num_threads())
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(threads),
+            self.session = ort.InferenceSession(str(self.path), session_options(),
                                                 providers=["CPUExecutionProvider"])
         except Exception as err:
             raise ConfigError(f"cannot load ONNX model {self.path}: {err}") from err
