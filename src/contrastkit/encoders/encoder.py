@@ -215,16 +215,19 @@ class Encoder(nn.Module):
                 yield idx, model(feats) if ort is None else self._pool_onnx(feats, ort(feats))
             return
         pending: deque[tuple[list[int], dict[str, Tensor], Future]] = deque()
-        with ThreadPoolExecutor(ort.workers, thread_name_prefix="contrastkit-ort") as pool_:
+
+        def oldest() -> tuple[list[int], Tensor]:
+            idx, feats, run = pending.popleft()
+            return idx, self._pool_onnx(feats, run.result())
+
+        with ThreadPoolExecutor(ort.workers, thread_name_prefix="contrastkit-ort") as runner:
             for idx in batches:
                 feats = self.tokenize([texts[i] for i in idx])
-                pending.append((idx, feats, pool_.submit(ort, feats)))
+                pending.append((idx, feats, runner.submit(ort, feats)))
                 if len(pending) > 2 * ort.workers:
-                    done_idx, done_feats, fut = pending.popleft()
-                    yield done_idx, self._pool_onnx(done_feats, fut.result())
+                    yield oldest()
             while pending:
-                done_idx, done_feats, fut = pending.popleft()
-                yield done_idx, self._pool_onnx(done_feats, fut.result())
+                yield oldest()
 
     def embed_texts(self, texts: Sequence[str], *, buckets: int = 1) -> Tensor:
         """Embed texts with gradients, as ``buckets`` length-sorted chunks each padded only to its own longest.
