@@ -55,7 +55,9 @@ def test_parallel_onnx_runs_keep_input_order(exported: Path, n: int, monkeypatch
     run = enc.ort.session.run
     monkeypatch.setattr(enc.ort, "session", type("S", (), {
         "run": staticmethod(lambda names, feed: calls.append(len(feed["input_ids"])) or run(names, feed))})())
+    threads = torch.get_num_threads()
     np.testing.assert_allclose(enc.encode(texts, batch_size=4), ref, atol=1e-5)
+    assert torch.get_num_threads() == threads  # one torch thread only while the ONNX workers run
     assert sum(calls) == n and max(calls) <= 4
     if n == 3:
         assert calls == [1, 1, 1]  # one text per worker rather than one batch of 3 on one thread

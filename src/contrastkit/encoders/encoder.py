@@ -201,17 +201,16 @@ class Encoder(nn.Module):
         states = (first, first, outs["last_hidden_state"]) if first is not None else None
         return pool(self.pooling, states, outs["last_hidden_state"], mask)
 
-    def _embed_batches(self, texts: Sequence[str], batches: Iterable[list[int]],
+    def _embed_batches(self, batches: Iterable[tuple[list[int], dict[str, Tensor]]],
                        model: nn.Module) -> Iterator[tuple[list[int], Tensor]]:
         """(indices, embeddings) per batch, in order; ONNX batches run ``ort.workers`` at a time.
 
-        Tokenizing and pooling stay on this thread while the workers run the graph; at most
-        ``2 x workers`` batches are in flight, so memory stays flat for input of any size.
+        Padding and pooling stay on this thread (with one torch thread) while the workers run the
+        graph; at most ``2 x workers`` batches are in flight, so memory stays flat for input of any size.
         """
         ort = self.ort
         if ort is None or ort.workers == 1:
-            for idx in batches:
-                feats = self.tokenize([texts[i] for i in idx])
+            for idx, feats in batches:
                 yield idx, model(feats) if ort is None else self._pool_onnx(feats, ort(feats))
             return
         pending: deque[tuple[list[int], dict[str, Tensor], Future]] = deque()
@@ -220,9 +219,9 @@ class Encoder(nn.Module):
             idx, feats, run = pending.popleft()
             return idx, self._pool_onnx(feats, run.result())
 
-        with ThreadPoolExecutor(ort.workers, thread_name_prefix="contrastkit-ort") as runner:
-            for idx in batches:
-                feats = self.tokenize([texts[i] for i in idx])
+        # torch's own threads would spin between this thread's small ops and take cores from the workers
+        with _torch_threads(1), ThreadPoolExecutor(ort.workers, thread_name_prefix="contrastkit-ort") as runner:
+            for idx, feats in batches:
                 pending.append((idx, feats, runner.submit(ort, feats)))
                 if len(pending) > 2 * ort.workers:
                     yield oldest()
@@ -249,12 +248,15 @@ class Encoder(nn.Module):
         return torch.cat(parts)[inverse.to(parts[0].device)]
 
     # -- inference ----------------------------------------------------------------------------
-    def _length_sorted_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
-        lengths = [len(ids) for ids in self.tokenizer(self.prepare(texts), truncation=True,
-                                                     max_length=self.max_length)["input_ids"]]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
+    def _length_sorted_batches(self, texts: Sequence[str],
+                               batch_size: int) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+        """(indices, padded features) per batch, longest texts first; each text is tokenized once."""
+        enc = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)
+        order = np.argsort(-np.fromiter(map(len, enc["input_ids"]), np.int64, len(texts)), kind="stable")
         for start in range(0, len(order), batch_size):
-            yield order[start:start + batch_size].tolist()
+            idx = order[start:start + batch_size].tolist()
+            feats = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
+            yield idx, {k: v.to(self.device) for k, v in feats.items()}
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool | None = None,
@@ -276,13 +278,14 @@ class Encoder(nn.Module):
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
         if self.ort is not None and len(texts) < self.ort.workers * batch_size:
             batch_size = max(1, -(-len(texts) // self.ort.workers))  # one batch per worker: every core busy
-        batches: Iterable[list[int]] = self._length_sorted_batches(texts, batch_size) if len(texts) else iter(())
+        batches: Iterable[tuple[list[int], dict[str, Tensor]]] = (
+            self._length_sorted_batches(texts, batch_size) if len(texts) else iter(()))
         if show_progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, total=-(-len(texts) // batch_size), desc="encode", unit="batch")
         try:
-            for idx, emb in self._embed_batches(texts, batches, model):
+            for idx, emb in self._embed_batches(batches, model):
                 out[idx] = emb.float().cpu()
         finally:
             self.train(was_training)
@@ -314,6 +317,17 @@ class Encoder(nn.Module):
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
         _write_sentence_transformers_files(tmp, self)
         return replace_dir(tmp, path)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (a process-wide setting), then restore it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _attention_dropout(config: Any) -> float:
