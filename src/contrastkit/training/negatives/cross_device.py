@@ -16,6 +16,7 @@ every rank; the encoder work is split.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -76,6 +77,9 @@ class CrossDeviceNegatives(Stateless):
                 torch.cuda.set_device(device)
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
             self.group_started_here = True
+            # A group still alive at interpreter exit can abort the process ("terminate called
+            # without an active exception", SIGABRT) while its threads are torn down.
+            atexit.register(_destroy_group)
         with torch.no_grad():
             for t in [*encoder.parameters(), *encoder.buffers()]:
                 dist.broadcast(t.data, src=0)
@@ -117,3 +121,9 @@ class CrossDeviceNegatives(Stateless):
 
 
 __all__ = ["CrossDeviceNegatives", "gather_rows", "split_sizes"]
+
+
+def _destroy_group() -> None:
+    """Leave the process group before the interpreter exits (registered by :meth:`CrossDeviceNegatives.setup`)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
