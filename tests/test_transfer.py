@@ -145,3 +145,27 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="kfold"):
         evaluate_transfer(noise_encoder(), ["MR"], kfold=1)
     assert isinstance(TransferResults({}), TransferResults) and TransferResults({}).to_dict()["average"] is None
+
+
+@needs_data
+def test_missing_task_data_is_skipped_per_task(tmp_path):
+    from contrastkit.evaluation.clustering import evaluate_clustering
+    from contrastkit.evaluation.senteval import DataNotFoundError
+
+    root = resolve_senteval_dir()
+    partial = tmp_path / "senteval"
+    (partial / "STS").mkdir(parents=True)  # marks a SentEval root
+    for name in ("MR", "TREC"):
+        (partial / name).symlink_to(root / name)
+    res = evaluate_transfer(noise_encoder(), ["MR", "CR"], partial, kfold=3, limit=60, skip_missing=True)
+    assert set(res.tasks) == {"MR"} and set(res.skipped) == {"CR"}
+    assert "CR data not found" in res.skipped["CR"]
+    assert res.to_dict()["skipped"] == res.skipped
+    assert "Skipped CR: CR data not found" in res.to_markdown()
+    with pytest.raises(DataNotFoundError, match="CR data not found"):  # the default: missing data is an error
+        evaluate_transfer(noise_encoder(), ["MR", "CR"], partial, kfold=3, limit=60)
+    with pytest.raises(DataNotFoundError):  # nothing to run at all: still an error
+        evaluate_transfer(noise_encoder(), ["CR", "SUBJ"], partial, kfold=3, limit=60, skip_missing=True)
+    clus = evaluate_clustering(noise_encoder(), ["TREC", "SST-fine"], partial, limit=60, n_runs=1, skip_missing=True)
+    assert set(clus.tasks) == {"TREC"} and set(clus.skipped) == {"SST-fine"}
+    assert "SST-fine" in clus.to_dict()["skipped"] and "Skipped SST-fine:" in clus.to_markdown()

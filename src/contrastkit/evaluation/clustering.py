@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from contrastkit.errors import DataError
 from contrastkit.evaluation.results import TableResults
+from contrastkit.evaluation.senteval import DataNotFoundError
 from contrastkit.evaluation.sts import _encode_checked
 from contrastkit.evaluation.transfer import load_transfer_task
 
@@ -102,6 +103,7 @@ class ClusteringResults(TableResults):
     encode_s: float = 0.0
     seed: int = 0
     n_runs: int = 5
+    skipped: dict[str, str] = field(default_factory=dict)
 
     suite = "clustering"
     main_metric = "v_measure"
@@ -126,10 +128,12 @@ class ClusteringResults(TableResults):
 
 def evaluate_clustering(encode: EncodeFn, tasks: Sequence[str] = CLUSTERING_TASKS,
                         data_dir: str | os.PathLike[str] | None = None, *, seed: int = 0, n_runs: int = 5,
-                        limit: int | None = None, progress: bool = False) -> ClusteringResults:
+                        limit: int | None = None, progress: bool = False,
+                        skip_missing: bool = False) -> ClusteringResults:
     """Cluster each task's sentences with k-means and score V-measure against the gold labels.
 
-    ``limit`` keeps that many random sentences per task (quick checks and tests only).
+    ``limit`` keeps that many random sentences per task (quick checks and tests only). With
+    ``skip_missing`` a task whose data is missing is listed in ``skipped`` (all missing still raises).
     """
     t0 = time.perf_counter()
     out: dict[str, ClusteringScore] = {}
@@ -139,8 +143,15 @@ def evaluate_clustering(encode: EncodeFn, tasks: Sequence[str] = CLUSTERING_TASK
         from tqdm.auto import tqdm
 
         it = tqdm(tasks, desc="clustering", unit="task")
+    skipped: dict[str, str] = {}
     for name in it:
-        texts, labels = load_clustering_task(name, data_dir)
+        try:
+            texts, labels = load_clustering_task(name, data_dir)
+        except DataNotFoundError as err:
+            if not skip_missing or len(skipped) + 1 == len(tasks):
+                raise
+            skipped[name] = str(err).splitlines()[0]
+            continue
         if limit is not None and limit < len(texts):
             idx = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
             texts, labels = [texts[i] for i in idx], labels[idx]
@@ -153,4 +164,5 @@ def evaluate_clustering(encode: EncodeFn, tasks: Sequence[str] = CLUSTERING_TASK
         row = {t: i for i, t in enumerate(distinct)}
         emb = arr[[row[t] for t in texts]]
         out[name] = ClusteringScore(name, cluster_scores(emb, labels, n_runs=n_runs, seed=seed))
-    return ClusteringResults(out, elapsed_s=time.perf_counter() - t0, encode_s=encode_s, seed=seed, n_runs=n_runs)
+    return ClusteringResults(out, elapsed_s=time.perf_counter() - t0, encode_s=encode_s, seed=seed, n_runs=n_runs,
+                             skipped=skipped)

@@ -80,6 +80,7 @@ class TableResults:
     columns: tuple[str, ...] = ()
     elapsed_s: float = 0.0
     note: str = ""
+    skipped: dict[str, str] = {}  # noqa: RUF012 - subclasses declare it as a dataclass field
 
     def task_metrics(self) -> dict[str, dict[str, Any]]:
         """Per-task flat metric dictionaries."""
@@ -104,8 +105,14 @@ class TableResults:
             "average": json_number(self.average),
             "elapsed_s": round(float(self.elapsed_s), 3),
         }
+        out["skipped"] = dict(self.skipped)  # per task, with the reason ({"skipped": True} = a whole suite)
         out.update(self.extra_dict())
         return out
+
+    def _skipped_note(self) -> str:
+        if not self.skipped:
+            return ""
+        return " ".join(f"Skipped {k}: {v}." for k, v in self.skipped.items()) + " The average covers the tasks run."
 
     def _rows(self) -> tuple[list[str], list[list[str]]]:
         cols = list(self.columns)
@@ -125,7 +132,7 @@ class TableResults:
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
         tail = f"{self.suite}: main metric {self.main_metric}; {self.elapsed_s:.1f} s."
-        lines.append(f"{tail} {self.note}".strip())
+        lines.append(" ".join(x for x in (tail, self.note, self._skipped_note()) if x))
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:

@@ -441,7 +441,7 @@ def _run_suite(suite: str, m: _Model, *, data_dir: Any, limit: int | None, progr
         return _skip(f"the {suite} suite is not available in this installation ({err})")
     try:
         res = _call_suite(fn, m.encode, tasks=None if tasks is None else list(tasks), data_dir=data_dir,
-                          limit=limit, progress=progress)
+                          limit=limit, progress=progress, skip_missing=True)
     except (DataNotFoundError, FileNotFoundError) as err:
         return _skip(f"data missing: {str(err).splitlines()[0]}")
     except ValueError as err:  # unknown task names, a limit too small for the suite, ...

@@ -54,7 +54,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -411,6 +411,7 @@ class TransferResults(TableResults):
     seed: int = 1111
     kfold: int = 10
     limit: int | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     suite = "transfer"
     main_metric = "acc"
@@ -445,11 +446,13 @@ class TransferResults(TableResults):
 
 def evaluate_transfer(encode: EncodeFn, tasks: Sequence[str] = TRANSFER_TASKS,
                       data_dir: str | os.PathLike[str] | None = None, *, seed: int = 1111, kfold: int = 10,
-                      progress: bool = False, limit: int | None = None) -> TransferResults:
+                      progress: bool = False, limit: int | None = None,
+                      skip_missing: bool = False) -> TransferResults:
     """Run SentEval transfer tasks on ``encode`` (texts -> ``(n, d)`` array); see the module docstring.
 
     ``limit`` keeps at most that many random examples per split: for quick checks and tests
-    only, the numbers are then not comparable to published ones.
+    only, the numbers are then not comparable to published ones. With ``skip_missing`` a task
+    whose data is missing is listed in ``skipped`` with the reason (all missing still raises).
     """
     if kfold < 2:
         raise ValueError(f"kfold must be >= 2, got {kfold}")
@@ -470,10 +473,17 @@ def evaluate_transfer(encode: EncodeFn, tasks: Sequence[str] = TRANSFER_TASKS,
     out: dict[str, TaskScore] = {}
     encode_s = clf_s = 0.0
     n_sent = 0
+    skipped: dict[str, str] = {}
     for name in it:
         if progress:
             it.set_postfix_str(name)
-        task = load_transfer_task(name, data_dir)
+        try:
+            task = load_transfer_task(name, data_dir)
+        except DataNotFoundError as err:
+            if not skip_missing or len(skipped) + 1 == len(names):
+                raise
+            skipped[name] = str(err).splitlines()[0]
+            continue
         if limit is not None:
             task = _limit_task(task, limit, seed)
         texts = task.distinct_texts()
@@ -499,4 +509,4 @@ def evaluate_transfer(encode: EncodeFn, tasks: Sequence[str] = TRANSFER_TASKS,
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         out[name] = score
     return TransferResults(out, elapsed_s=time.perf_counter() - t0, encode_s=encode_s, classifier_s=clf_s,
-                           n_sentences=n_sent, seed=seed, kfold=kfold, limit=limit)
+                           n_sentences=n_sent, seed=seed, kfold=kfold, limit=limit, skipped=skipped)
