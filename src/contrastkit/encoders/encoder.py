@@ -23,6 +23,7 @@ from ..fsutil import replace_dir
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
+from .st_module import write_st_pipeline
 
 META_FILE = "contrastkit.json"
 HEAD_FILE = "contrastkit_head.safetensors"
@@ -360,15 +361,10 @@ def _write_sentence_transformers_files(path: Path, enc: Encoder) -> None:
         (path / "1_Pooling").mkdir()
         (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2))
         modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
-        if enc.normalize:
-            (path / "2_Normalize").mkdir()
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                            "type": "sentence_transformers.models.Normalize"})
-    (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    # the contrastkit module normalizes by itself
+    write_st_pipeline(path, modules, normalize=enc.normalize and flag is not None)
     (path / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": enc.max_length, "do_lower_case": enc.lowercase}, indent=2))
-    (path / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
 
 
 def _read_sentence_transformers_dir(path: Path) -> tuple[dict[str, Any], str]:

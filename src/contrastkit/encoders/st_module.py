@@ -7,6 +7,8 @@ such model directories name this module, whose loading fails with a clear messag
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from ..errors import ContrastkitError
@@ -21,3 +23,15 @@ class ContrastkitModule:
         raise ContrastkitError(
             f"{model_name_or_path} uses a pooler that sentence-transformers cannot express "
             "(first_last_avg or prompt); load it with contrastkit.Encoder.from_pretrained(path)")
+
+
+def write_st_pipeline(path: Path, modules: list[dict[str, Any]], *, normalize: bool) -> None:
+    """Write sentence-transformers' ``modules.json`` (``modules`` plus a Normalize step if asked) and its config."""
+    if normalize:
+        idx = len(modules)
+        (path / f"{idx}_Normalize").mkdir()
+        modules = [*modules, {"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
+                              "type": "sentence_transformers.models.Normalize"}]
+    (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))

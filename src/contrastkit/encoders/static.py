@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..fsutil import replace_dir
+from .st_module import write_st_pipeline
 
 STATIC_CONFIG = "contrastkit_static.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -137,14 +138,8 @@ class StaticEncoder:
         config = {"kind": "static", "format_version": 1, "dim": self.dim, "vocab_size": self.vocab_size,
                   "normalize": self.normalize, "max_length": self.max_length, **self.meta}
         (tmp / STATIC_CONFIG).write_text(json.dumps(config, indent=2))
-        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"}]
-        if self.normalize:
-            (tmp / "1_Normalize").mkdir()
-            modules.append({"idx": 1, "name": "1", "path": "1_Normalize",
-                            "type": "sentence_transformers.models.Normalize"})
-        (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
-        (tmp / "config_sentence_transformers.json").write_text(
-            json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
+        write_st_pipeline(tmp, [{"idx": 0, "name": "0", "path": "",
+                                 "type": "sentence_transformers.models.StaticEmbedding"}], normalize=self.normalize)
         return replace_dir(tmp, path)
 
     @classmethod
