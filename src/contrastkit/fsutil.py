@@ -5,6 +5,32 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+
+def fresh_tmp_dir(dest: Path) -> Path:
+    """An empty sibling directory of ``dest`` to write into before :func:`replace_dir`."""
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` through a hidden temporary sibling and a rename: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_save_npy(path: Path, array: Any) -> None:
+    """``numpy.save`` to ``path`` atomically (temporary sibling, then a rename)."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def replace_dir(tmp: Path, dest: Path) -> Path:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 def _encode_single(args: argparse.Namespace) -> int:
     """The small case: one input file, one ``.npy`` matrix (texts held in memory)."""
-    import numpy as np
 
     from ..data import iter_examples
     from ..encoders import Encoder
+    from ..fsutil import atomic_save_npy
 
     texts = [ex.texts[0] for ex in iter_examples(args.input, format="text")]
     enc = Encoder.from_pretrained(args.model)
@@ -20,9 +20,7 @@ def _encode_single(args: argparse.Namespace) -> int:
                      precision=args.precision, show_progress=args.progress)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, emb.astype(args.dtype))
-    tmp.replace(out)
+    atomic_save_npy(out, emb.astype(args.dtype))
     print(f"wrote {len(texts)} embeddings of dim {emb.shape[1]} to {out}")
     return 0
 

@@ -44,10 +44,10 @@ def _read_jsonl(path: str) -> tuple[list[str], list[Any] | None, list[Any] | Non
 def read_documents(path: str) -> tuple[list[str], list[Any] | None, list[Any] | None]:
     """Texts, ids (or None) and metadata (or None) of a text or JSONL input file."""
     from contrastkit.data import iter_examples
-    from contrastkit.data.readers import _check_file, _infer_format
+    from contrastkit.data.readers import _check_file, infer_format
 
     _check_file(path)
-    fmt = _infer_format(path) if Path(path).suffix else "text"
+    fmt = infer_format(path) if Path(path).suffix else "text"
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt != "text":

@@ -29,6 +29,7 @@ __all__ = [
     "OptionalDependencyError",
     "iter_examples",
     "iter_hf_dataset",
+    "infer_format",
     "iter_json_objects",
     "open_examples",
     "read_examples",
@@ -112,7 +113,8 @@ def _spec(kind: str, columns: Sequence[str] | None) -> _Spec:
     return _Spec(kind, cols)
 
 
-def _infer_format(path: str) -> str:
+def infer_format(path: str) -> str:
+    """The file format named by ``path``'s extension; a ConfigError lists the known ones."""
     ext = os.path.splitext(path)[1].lower()
     fmt = _EXTENSIONS.get(ext)
     if fmt is None:
@@ -439,7 +441,7 @@ def iter_examples(
 ) -> Iterator[Example]:
     """Stream Examples from a text/CSV/TSV/JSONL file line by line; arguments are checked at call time."""
     path = os.fspath(path)
-    fmt = _infer_format(path) if format is None else format
+    fmt = infer_format(path) if format is None else format
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     spec = _spec(kind, columns)

@@ -6,8 +6,6 @@ import contextlib
 import functools
 from copy import deepcopy
 import json
-import os
-import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..fsutil import replace_dir
+from ..fsutil import fresh_tmp_dir, replace_dir
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
@@ -171,6 +169,15 @@ class Encoder(nn.Module):
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def _tokenize_unpadded(self, texts: Sequence[str]) -> Any:
+        """Token ids of every text (truncated to ``max_length``, not padded), for :meth:`_pad` later."""
+        return self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)
+
+    def _pad(self, enc: Any, rows: Sequence[int]) -> dict[str, Tensor]:
+        """The batch of ``rows`` of an unpadded tokenization, padded to its longest and on the device."""
+        feats = self.tokenizer.pad({k: [enc[k][i] for i in rows] for k in enc.keys()}, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in feats.items()}
+
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Embed a tokenized batch; the MLP head applies only in training mode."""
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -237,13 +244,9 @@ class Encoder(nn.Module):
         """
         if buckets <= 1 or len(texts) < 2 * buckets:
             return self(self.tokenize(texts))
-        enc = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)
+        enc = self._tokenize_unpadded(texts)
         order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
-        parts = []
-        for chunk in np.array_split(np.asarray(order), buckets):
-            rows = {k: [enc[k][i] for i in chunk] for k in enc.keys()}
-            feats = self.tokenizer.pad(rows, return_tensors="pt")
-            parts.append(self({k: v.to(self.device) for k, v in feats.items()}))
+        parts = [self(self._pad(enc, chunk)) for chunk in np.array_split(np.asarray(order), buckets)]
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return torch.cat(parts)[inverse.to(parts[0].device)]
@@ -252,12 +255,11 @@ class Encoder(nn.Module):
     def _length_sorted_batches(self, texts: Sequence[str],
                                batch_size: int) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
         """(indices, padded features) per batch, longest texts first; each text is tokenized once."""
-        enc = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)
+        enc = self._tokenize_unpadded(texts)
         order = np.argsort(-np.fromiter(map(len, enc["input_ids"]), np.int64, len(texts)), kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size].tolist()
-            feats = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
-            yield idx, {k: v.to(self.device) for k, v in feats.items()}
+            yield idx, self._pad(enc, idx)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool | None = None,
@@ -298,10 +300,7 @@ class Encoder(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write safetensors + JSON that both contrastkit and ``SentenceTransformer(path)`` load."""
         path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = fresh_tmp_dir(path)
         self.backbone.save_pretrained(str(tmp), safe_serialization=True)
         saved_limit = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it

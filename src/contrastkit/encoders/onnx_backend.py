@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -203,9 +204,7 @@ def write_export_meta(onnx_dir: Path, update: dict[str, Any]) -> Path:
     meta_path = onnx_dir / EXPORT_META
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.update(update)
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(meta_path)
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     return meta_path
 
 

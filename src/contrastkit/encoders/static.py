@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..fsutil import replace_dir
+from ..fsutil import fresh_tmp_dir, replace_dir
 from .st_module import write_st_pipeline
 
 STATIC_CONFIG = "contrastkit_static.json"
@@ -129,10 +128,7 @@ class StaticEncoder:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = fresh_tmp_dir(path)
         save_file({"embedding.weight": self.weight.contiguous()}, str(tmp / WEIGHTS_FILE))
         self.tokenizer.save(str(tmp / TOKENIZER_FILE))
         config = {"kind": "static", "format_version": 1, "dim": self.dim, "vocab_size": self.vocab_size,

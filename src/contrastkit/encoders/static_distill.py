@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..fsutil import atomic_save_npy
 from ..losses.infonce import infonce
 from .encoder import Encoder
 from .static import StaticEncoder
@@ -168,9 +169,7 @@ def _teacher_sentences(teacher: Encoder, texts: list[str], *, batch_size: int, s
     emb = teacher.encode(texts, batch_size=batch_size, normalize=True, precision="fp32", show_progress=show_progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, emb)
-        tmp.replace(path)
+        atomic_save_npy(path, emb)
     return np.asarray(emb, dtype=np.float32), False
 
 

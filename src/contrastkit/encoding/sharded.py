@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data.examples import ReadStats
 from ..errors import ConfigError, DataError
+from ..fsutil import atomic_save_npy, atomic_write_bytes
 
 logger = logging.getLogger("contrastkit.encoding")
 
@@ -73,10 +74,10 @@ def input_files(path: str | os.PathLike[str]) -> list[Path]:
 def iter_rows(files: list[Path], *, text_field: str = "text") -> Iterator[tuple[int, int, str]]:
     """Stream ``(file index, line number, text)``; text files give one text per non-blank line,
     JSONL/CSV/TSV the ``text_field`` of each record. Bad rows raise DataError naming file:line."""
-    from ..data.readers import _infer_format, iter_examples
+    from ..data.readers import infer_format, iter_examples
 
     for fi, f in enumerate(files):
-        fmt = _infer_format(str(f))
+        fmt = infer_format(str(f))
         stats = ReadStats()
         columns = None if fmt == "text" else [text_field]
         for ex in iter_examples(f, format=fmt, columns=columns, stats=stats):  # type: ignore[arg-type]
@@ -88,20 +89,8 @@ def _shard_name(i: int) -> str:
     return f"shard-{i:05d}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _atomic_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _shard_ok(out: Path, i: int, dim: int | None = None) -> int | None:
@@ -284,8 +273,8 @@ def _write_shard(out: Path, i: int, encoder: Any, texts: list[str], where: list[
             bar.update(len(parts[-1]))
     emb = np.concatenate(parts)
     name = _shard_name(i)
-    _atomic_npy(out / f"{name}.npy", emb)
-    _atomic_npy(out / f"{name}.rows.npy", np.asarray(where, dtype=np.int64).reshape(-1, 2))
+    atomic_save_npy(out / f"{name}.npy", emb)
+    atomic_save_npy(out / f"{name}.rows.npy", np.asarray(where, dtype=np.int64).reshape(-1, 2))
     _atomic_json(out / f"{name}.json", {"shard": i, "rows": len(texts), "first_row": first_row,
                                         "dim": int(emb.shape[1]), "seconds": round(time.perf_counter() - t0, 3)})
 
