@@ -4,9 +4,9 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install lock clean
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
 	touch $(STAMP)
 
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+# Re-resolve the dependencies without constraints in a scratch venv and rewrite constraints.txt (on purpose only:
+# rerun the tests and benchmarks after it).
+lock:
+	bash scripts/update_constraints.sh
 
 clean:
 	rm -rf .venv runs
