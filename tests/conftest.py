@@ -11,6 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""The benchmark data beside the checkout, as CI has it (a user's fresh clone has none)."""
+HAVE_SHARED_DATA = (SHARED_DATA / "senteval").is_dir()
+needs_shared_data = pytest.mark.skipif(
+    not HAVE_SHARED_DATA, reason=f"needs the real SentEval benchmark data at {SHARED_DATA} (absent in a fresh clone)")
+
 WORDS = ("a man woman child dog cat is are was playing eating running sleeping guitar piano food in on the "
          "park house street big small red blue green happy sad fast slow car bike tree river sky sun rain "
          "reads writes book letter music song dance field ball game plays with and of to").split()
@@ -58,3 +64,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a tiny synthetic SentEval layout (pass it as ``data_dir``; see senteval_fixture)."""
+    from senteval_fixture import write_synthetic_senteval
+
+    return write_synthetic_senteval(tmp_path_factory.mktemp("synthetic-data"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_shared_data
 from contrastkit.config import build_config
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -68,6 +69,7 @@ def test_every_config_is_valid_and_changes_only_its_component(ablation, tmp_path
     assert pairs["data.source"] == trips["data.source"]  # same anchors and positives: only the hard negative differs
 
 
+@needs_shared_data
 def test_snli_triplets_are_entailment_contradiction_and_skip_banned(ablation, tmp_path):
     out = tmp_path / "t.jsonl"
     stats = ablation.build_snli_triplets(out)
@@ -97,6 +99,11 @@ def test_a_failing_config_is_recorded_and_the_rest_run(ablation, tmp_path, monke
         return {"seed": seed, "scores": {t: v for t in ablation.TASKS}, "wall_s": 1.0}
 
     monkeypatch.setattr(ablation, "run_one", fake_run)
+    # the orchestration is under test, not the data: no SentEval data needed
+    monkeypatch.setattr(ablation, "build_corpus", lambda path: {"sentences": 2})
+    monkeypatch.setattr(ablation, "build_snli_triplets", lambda path, banned=(): {"triplets": 1})
+    monkeypatch.setattr(ablation, "eval_sentences", lambda root: set())
+    monkeypatch.setattr(ablation, "resolve_senteval_dir", lambda: tmp_path)
     out = tmp_path / "ab.json"
     assert ablation.main(["--configs", "simcse,tau1,dropout0", "--seeds", "1,2", "--out", str(out)]) == 0
     res = json.loads(out.read_text())

@@ -9,15 +9,13 @@ import pytest
 
 from contrastkit.cli import main
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-
-def test_eval_all_command_writes_report(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_all_command_writes_report(tiny_bert: Path, synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
     cache = tmp_path / "cache"
     argv = ["eval", "all", "--model", str(tiny_bert), "--suites", "sts", "geometry",
             "--tasks", "sts=STSBenchmark,SICKRelatedness", "--limit", "40", "--n-boot", "50",
-            "--data-dir", str(DATA), "--output", str(out), "--cache-dir", str(cache), "--no-progress"]
+            "--data-dir", str(synthetic_data), "--output", str(out), "--cache-dir", str(cache), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| Model | STS-B | SICK-R | Avg. |" in printed and "## Geometry" in printed

@@ -11,7 +11,6 @@ import pytest
 from scipy.stats import spearmanr
 
 pytest.importorskip("mteb")
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -27,16 +26,16 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
-def _distinct_pairs(encoder: Any, n: int) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
-    """``n`` STS-B test pairs whose cosines (under ``encoder``) are at least 2e-6 apart.
+def _distinct_pairs(encoder: Any, n: int, data: Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """``n`` STS-B test pairs (of the synthetic layout) whose cosines under ``encoder`` are at least 2e-6 apart.
 
-    STS-B words are mostly outside the tiny BERT's vocabulary ([UNK]), so many pairs have (almost) equal
-    cosines; their order would then depend on float32 rounding, which differs between mteb's and our cosine.
+    Pairs with (almost) equal cosines would be ordered by float32 rounding, which differs between mteb's
+    cosine and ours.
     """
     from contrastkit.evaluation.senteval import load_sts_task
     from contrastkit.evaluation.sts import paired_cosine
 
-    task = load_sts_task("STSBenchmark", DATA)
+    task = load_sts_task("STSBenchmark", data)
     task.pairs, task.scores = task.pairs[:500], task.scores[:500]
     emb_a = encoder.encode([a for a, _ in task.pairs], precision="fp32")
     emb_b = encoder.encode([b for _, b in task.pairs], precision="fp32")
@@ -59,7 +58,7 @@ def _local_task(pairs: list[tuple[str, str]], gold: np.ndarray) -> Any:
 
     class LocalSTSB(AbsTaskSTS):
         metadata = TaskMetadata(
-            name="ContrastkitLocalSTSB", description="50 STS-B test pairs read from ../shared/data.",
+            name="ContrastkitLocalSTSB", description="50 synthetic STS-B-layout test pairs.",
             reference=None, type="STS", category="t2t", modalities=["text"], eval_splits=["test"],
             eval_langs=["eng-Latn"], main_score="cosine_spearman",
             dataset={"path": "local/stsb-test-50", "revision": "local"}, date=None, domains=None,
@@ -77,7 +76,7 @@ def _local_task(pairs: list[tuple[str, str]], gold: np.ndarray) -> Any:
     return LocalSTSB()
 
 
-def test_mteb_evaluate_matches_our_spearman(tiny_bert: Path, no_network: None) -> None:
+def test_mteb_evaluate_matches_our_spearman(tiny_bert: Path, synthetic_data: Path, no_network: None) -> None:
     import mteb
     from mteb.models import EncoderProtocol
 
@@ -90,7 +89,7 @@ def test_mteb_evaluate_matches_our_spearman(tiny_bert: Path, no_network: None) -
     assert meta.name == f"contrastkit/{tiny_bert.name}" and meta.embed_dim == 32
     assert meta.similarity_fn_name.value == "cosine"
 
-    pairs, gold, ours = _distinct_pairs(Encoder.from_pretrained(str(tiny_bert)), 50)
+    pairs, gold, ours = _distinct_pairs(Encoder.from_pretrained(str(tiny_bert)), 50, synthetic_data)
     result = mteb.evaluate(model, _local_task(pairs, gold), cache=None, co2_tracker=False,
                            show_progress_bar=False, encode_kwargs={"batch_size": 8})
     assert not result.exceptions

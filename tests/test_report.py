@@ -15,14 +15,13 @@ from scipy.stats import spearmanr
 
 from conftest import build_tiny_bert, make_sentences
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIMIT = 60
 TASKS = {"sts": ["STS12", "STSBenchmark", "SICKRelatedness"], "transfer": ["SST2", "MRPC"],
          "clustering": ["TREC"], "retrieval": ["STSB-paraphrase"]}
 ODD = 'm<i>&"x'  # a model directory name that HTML must escape
 
 
-def _train_run(base: Path, out: Path) -> Path:
+def _train_run(base: Path, out: Path, data: Path) -> Path:
     """A real 3-step contrastkit training run (checkpoint every step, dev eval every step)."""
     import torch
 
@@ -37,7 +36,7 @@ def _train_run(base: Path, out: Path) -> Path:
     from contrastkit.training.trainer import Trainer
     from contrastkit.views import embed_batch
 
-    dev = subsample_task(load_sts_task("STSBenchmark-dev", DATA), 30)
+    dev = subsample_task(load_sts_task("STSBenchmark-dev", data), 30)
 
     def eval_fn(enc: Any) -> dict[str, float]:
         return {"STSBenchmark-dev": evaluate_sts(lambda t: enc.encode(t, precision="fp32"), [dev]).tasks[dev.name].spearman}
@@ -52,7 +51,7 @@ def _train_run(base: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run(tiny_bert: Path, synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """evaluate_all on [tiny_bert (odd name), run/model of a second tiny BERT], report written."""
     import torch
 
@@ -62,11 +61,11 @@ def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     tmp = tmp_path_factory.mktemp("eval-all")
     first = tmp / ODD
     os.symlink(tiny_bert, first)
-    second = _train_run(build_tiny_bert(tmp / "second-base", seed=1), tmp / "run")
+    second = _train_run(build_tiny_bert(tmp / "second-base", seed=1), tmp / "run", synthetic_data)
     out = tmp / "report"
-    report = evaluate_all([str(first), str(second)], data_dir=DATA, output_dir=out, batch_size=64,
+    report = evaluate_all([str(first), str(second)], data_dir=synthetic_data, output_dir=out, batch_size=64,
                           progress=False, tasks=TASKS, limit=LIMIT, n_boot=200)
-    return {"report": report, "out": out, "models": [first, second], "run_dir": tmp / "run"}
+    return {"report": report, "out": out, "models": [first, second], "run_dir": tmp / "run", "data": synthetic_data}
 
 
 def test_report_json_structure_and_numbers(run: dict[str, Any]) -> None:
@@ -102,7 +101,7 @@ def test_report_json_structure_and_numbers(run: dict[str, Any]) -> None:
     # STS-B: the per-pair cosines are the encoder's, and the scores and the paired test follow from them
     # (Spearman itself is compared through the stored cosines: the random tiny BERT maps most words to
     # [UNK], so many pairs tie and 1e-9 differences from batching reorder them)
-    stsb = subsample_task(load_sts_task("STSBenchmark", DATA), LIMIT)
+    stsb = subsample_task(load_sts_task("STSBenchmark", run["data"]), LIMIT)
     sims = {}
     for m, path in zip((a, b), run["models"]):
         enc = Encoder.from_pretrained(str(path))
