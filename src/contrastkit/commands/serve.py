@@ -18,6 +18,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     store = None
     if args.store:
         store = Store.open(args.store, encoder=lambda texts: encode(texts)[0])
+        from contrastkit.search.store import model_fingerprint
+
+        store.check_model(args.model, model_fingerprint(enc), force=args.force)  # another model: refused
     api_key = args.api_key or os.environ.get("CONTRASTKIT_API_KEY") or None
     app = create_app(encode, model_name=args.model_name or args.model, dim=enc.dim, store=store, api_key=api_key,
                      max_batch=args.max_batch, max_text_chars=args.max_text_chars, max_wait_ms=args.max_wait_ms)
@@ -35,6 +38,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     p.add_argument("--model", required=True, help="model dir, hub name or alias")
     p.add_argument("--model-name", help="name reported in responses (default: --model)")
     p.add_argument("--store", help="store directory for /v1/search (see 'contrastkit index build')")
+    p.add_argument("--force", action="store_true",
+                   help="serve --store even when it was built by another model (default: refuse)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set $CONTRASTKIT_API_KEY)")
