@@ -1,58 +1,104 @@
 """``contrastkit index build | add | delete | search``: manage a vector store (contrastkit.search.Store).
 
 Input files: a text file (one document per line, read with contrastkit.data's text reader) or
-JSONL with one object per line: ``text`` (required), ``id`` and ``metadata`` (a dict) optional.
+JSONL with one object per line: ``text`` (required), ``id`` (a non-empty string or an integer,
+unique; on every line or on none) and ``metadata`` (an object) optional. Any other top-level key
+is kept as metadata too (``{"id": "a", "text": "...", "lang": "en"}`` is found by ``--where
+lang=en``); a key given both at the top level and inside ``metadata`` is refused.
+
+``build`` is atomic: it reads and encodes everything, writes the store under a temporary name
+and renames it into place, so bad input leaves nothing behind. The store records the model
+(an absolute path when it is a local one) and its fingerprint; ``add``, ``search`` (and
+``serve``) refuse another model unless ``--force`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contrastkit.errors import ConfigError, DataError
 
-_ADD_CHUNK = 10_000
+_RESERVED = ("text", "id", "metadata")
 
 
-def _read_jsonl(path: str) -> tuple[list[str], list[Any] | None, list[Any] | None]:
+@dataclass
+class Documents:
+    """Documents read from an index input file, with the line each came from (None for text files)."""
+
+    path: str
+    texts: list[str]
+    ids: list[str] | None = None
+    metadata: list[dict[str, Any]] | None = None
+    lines: list[int] | None = None
+
+
+def _read_jsonl(path: str) -> Documents:
     from contrastkit.data.readers import iter_json_objects
 
-    texts: list[str] = []
-    ids: list[Any] = []
-    metas: list[Any] = []
+    docs = Documents(path, [], [], [], [])
+    first_line: dict[str, int] = {}
+    no_id: list[int] = []
     for line_no, obj in iter_json_objects(path):
-        if not isinstance(obj.get("text"), str) or not obj["text"].strip():
+        text = obj.get("text")
+        if not isinstance(text, str) or not text.strip():
             raise DataError("expected an object with a non-empty string 'text' (and optional 'id', 'metadata')",
                             path=path, line=line_no)
-        if "metadata" in obj and not isinstance(obj["metadata"], dict):
-            raise DataError(f"'metadata' must be an object, found {type(obj['metadata']).__name__}",
-                            path=path, line=line_no)
-        texts.append(obj["text"])
-        ids.append(obj.get("id"))
-        metas.append(obj.get("metadata"))
-    if not texts:
+        meta = obj.get("metadata", {})
+        if not isinstance(meta, dict):
+            raise DataError(f"'metadata' must be an object, found {type(meta).__name__}", path=path, line=line_no)
+        extra = {k: v for k, v in obj.items() if k not in _RESERVED}
+        clash = sorted(set(extra) & set(meta))
+        if clash:
+            raise DataError(f"key(s) {clash} given both at the top level and inside 'metadata'", path=path,
+                            line=line_no)
+        doc_id = obj.get("id")
+        if doc_id is None:
+            no_id.append(line_no)
+        elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or doc_id == "":
+            raise DataError(f"'id' must be a non-empty string or an integer, found {doc_id!r}", path=path,
+                            line=line_no)
+        else:
+            doc_id = str(doc_id)
+            if doc_id in first_line:
+                raise DataError(f"id {doc_id!r} repeats the id of line {first_line[doc_id]}", path=path,
+                                line=line_no)
+            first_line[doc_id] = line_no
+        docs.texts.append(text)
+        docs.ids.append(doc_id)  # type: ignore[union-attr]
+        docs.metadata.append({**meta, **extra})  # type: ignore[union-attr]
+        docs.lines.append(line_no)  # type: ignore[union-attr]
+    if not docs.texts:
         raise DataError("file is empty: no documents found", path=path)
-    has_ids = [i is not None for i in ids]
-    if any(has_ids) and not all(has_ids):
-        raise DataError(f"{has_ids.count(False)} of {len(ids)} lines lack an 'id': give every line an id or none",
-                        path=path)
-    return texts, (ids if all(has_ids) else None), (metas if any(m is not None for m in metas) else None)
+    if no_id and first_line:
+        raise DataError(f"{len(no_id)} of {len(docs.texts)} lines lack an 'id' (line {no_id[0]} is the first): "
+                        f"give every line an id or none", path=path, line=no_id[0])
+    if no_id:
+        docs.ids = None
+    return docs
 
 
-def read_documents(path: str) -> tuple[list[str], list[Any] | None, list[Any] | None]:
-    """Texts, ids (or None) and metadata (or None) of a text or JSONL input file."""
+def read_documents(path: str) -> Documents:
+    """The documents of a text or JSONL input file; bad input raises DataError naming the file and line."""
     from contrastkit.data import iter_examples
-    from contrastkit.data.readers import _check_file, infer_format
+    from contrastkit.data.readers import check_file, infer_format
 
-    _check_file(path)
+    check_file(path)
     fmt = infer_format(path) if Path(path).suffix else "text"
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt != "text":
         raise ConfigError(f"{path}: index input must be a text file (one document per line) or JSONL")
-    return [ex.texts[0] for ex in iter_examples(path, format="text")], None, None
+    return Documents(path, [ex.texts[0] for ex in iter_examples(path, format="text")])
+
+
+def _model_name(model: str) -> str:
+    """What the store records: an absolute path for a local model, else the name as given."""
+    return str(Path(model).resolve()) if Path(model).exists() else model
 
 
 def _encoder(model: str) -> Any:
@@ -61,17 +107,13 @@ def _encoder(model: str) -> Any:
     return Encoder.from_pretrained(model)
 
 
-def _add_file(store: Any, enc: Any, path: str, batch_size: int, progress: bool) -> int:
-    texts, ids, metas = read_documents(path)
-    emb = enc.encode(texts, batch_size=batch_size, show_progress=progress)
-    for s in range(0, len(texts), _ADD_CHUNK):
-        e = slice(s, s + _ADD_CHUNK)
-        store.add(texts[e], emb[e], ids=None if ids is None else ids[e], metadata=None if metas is None else metas[e])
-    return len(texts)
+def _encode(enc: Any, docs: Documents, batch_size: int, progress: bool) -> Any:
+    return enc.encode(docs.texts, batch_size=batch_size, show_progress=progress)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from contrastkit.search import Store
+    from contrastkit.search.store import model_fingerprint
 
     params = {}
     for item in args.param:
@@ -82,40 +124,70 @@ def _cmd_build(args: argparse.Namespace) -> int:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
+    store_dir = Path(args.store)
+    if store_dir.exists() and (not store_dir.is_dir() or any(store_dir.iterdir())):
+        raise ConfigError(f"{store_dir}: already exists and is not an empty directory; pick a new --store "
+                          f"(or use 'contrastkit index add' to add to a store)")
+    docs = read_documents(args.input)  # bad input fails before any model is loaded or file written
     enc = _encoder(args.model)
-    store = Store.create(args.store, enc.dim, args.kind, metric=args.metric, index_params=params, model=args.model)
+    emb = _encode(enc, docs, args.batch_size, args.progress)
+    store = Store.build(store_dir, enc.dim, args.kind, texts=docs.texts, embeddings=emb, ids=docs.ids,
+                        metadata=docs.metadata, metric=args.metric, index_params=params,
+                        model=_model_name(args.model), fingerprint=model_fingerprint(enc))
     with store:
-        n = _add_file(store, enc, args.input, args.batch_size, args.progress)
-        print(f"built {args.kind} store {args.store} with {n} documents (dim {enc.dim})")
+        print(f"built {args.kind} store {args.store} with {len(store)} documents (dim {enc.dim})")
     return 0
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     from contrastkit.search import Store
+    from contrastkit.search.store import model_fingerprint
 
     store = Store.open(args.store)
-    model = args.model or store.model
-    if not model:
-        raise ConfigError(f"{args.store}: the store records no model; pass --model")
-    enc = _encoder(model)
+    try:
+        model = args.model or store.model
+        if not model:
+            raise ConfigError(f"{args.store}: the store records no model; pass --model")
+        enc = _encoder(model)
+        store.check_model(model, model_fingerprint(enc), force=args.force)
+        if store.fingerprint is None:
+            print(f"warning: {args.store} records no model fingerprint (built by an older contrastkit); "
+                  f"cannot check that {model} built it", file=sys.stderr)
+    except BaseException:
+        store.close()
+        raise
     store.encoder = lambda texts: enc.encode(texts)
     return store, enc
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
+    docs = read_documents(args.input)
     store, enc = _open(args)
     with store:
-        n = _add_file(store, enc, args.input, args.batch_size, args.progress)
-        print(f"added {n} documents; the store holds {len(store)}")
+        if docs.ids is not None:
+            taken = {d.id for d in store.get(docs.ids) if d is not None}
+            if taken:
+                line = next(n for i, n in zip(docs.ids, docs.lines or []) if i in taken)
+                raise DataError(f"{len(taken)} id(s) already in the store {args.store}, e.g. "
+                                f"{sorted(taken)[:5]}; delete them first", path=docs.path, line=line)
+        emb = _encode(enc, docs, args.batch_size, args.progress)
+        store.add(docs.texts, emb, ids=docs.ids, metadata=docs.metadata)  # one transaction
+        print(f"added {len(docs.texts)} documents; the store holds {len(store)}")
     return 0
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
+    from contrastkit.data.readers import check_file
     from contrastkit.search import Store
 
     ids = list(args.ids or [])
     if args.ids_file:
-        ids += [line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip()]
+        check_file(args.ids_file)
+        try:
+            lines = Path(args.ids_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read ids: {e}", path=args.ids_file) from None
+        ids += [line.strip() for line in lines if line.strip()]
     if not ids:
         raise ConfigError("give ids to delete with --ids or --ids-file")
     with Store.open(args.store) as store:
@@ -171,6 +243,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     a.add_argument("--store", required=True)
     a.add_argument("--input", required=True)
     a.add_argument("--model", help="override the model recorded in the store")
+    a.add_argument("--force", action="store_true",
+                   help="add with --model even when its fingerprint differs from the store's model (default: refuse)")
     a.add_argument("--batch-size", type=int, default=64)
     a.add_argument("--no-progress", dest="progress", action="store_false")
     a.set_defaults(func=_cmd_add)
@@ -188,4 +262,6 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata filter; VALUE is JSON when it parses (5, true, null), else a string")
     s.add_argument("--model", help="override the model recorded in the store")
+    s.add_argument("--force", action="store_true",
+                   help="use --model even when its fingerprint differs from the store's model (default: refuse)")
     s.set_defaults(func=_cmd_search)

@@ -27,6 +27,7 @@ __all__ = [
     "KINDS",
     "MAX_LINE_BYTES",
     "OptionalDependencyError",
+    "check_file",
     "iter_examples",
     "iter_hf_dataset",
     "infer_format",
@@ -126,7 +127,8 @@ def infer_format(path: str) -> str:
     return fmt
 
 
-def _check_file(path: str) -> None:
+def check_file(path: str) -> None:
+    """Raise DataError naming ``path`` when it is a directory or does not exist."""
     if os.path.isdir(path):
         raise DataError(
             "is a directory, expected a file (for a dataset saved with datasets' save_to_disk use 'hf:PATH')",
@@ -395,12 +397,17 @@ def _log_done(stats: ReadStats) -> None:
     )
 
 
-def _iter_file(path: str, fmt: str, spec: _Spec, stats: ReadStats, max_line_bytes: int) -> Iterator[Example]:
-    stats.reset(path)
+def _open_binary(path: str) -> BinaryIO:
+    """Open ``path`` for reading; an OSError (permissions, ...) becomes a DataError naming the file."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except OSError as e:
         raise DataError(f"cannot open file: {e.strerror or e}", path=path) from e
+
+
+def _iter_file(path: str, fmt: str, spec: _Spec, stats: ReadStats, max_line_bytes: int) -> Iterator[Example]:
+    stats.reset(path)
+    fh = _open_binary(path)
     try:
         lines = _iter_lines(fh, path, max_line_bytes, stats)
         if fmt == "text":
@@ -454,7 +461,7 @@ def iter_examples(
             raise ConfigError("format 'text' has no columns; leave columns=None")
     if not isinstance(max_line_bytes, int) or max_line_bytes < 1:
         raise ConfigError(f"max_line_bytes must be a positive integer, found {max_line_bytes!r}")
-    _check_file(path)
+    check_file(path)
     return _iter_file(path, fmt, spec, stats if stats is not None else ReadStats(), max_line_bytes)
 
 
@@ -463,8 +470,8 @@ def iter_json_objects(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream (line number, object) from a JSONL file, skipping blank lines; bad lines raise DataError."""
     path = os.fspath(path)
-    _check_file(path)
-    with open(path, "rb") as fh:
+    check_file(path)
+    with _open_binary(path) as fh:
         for line_no, text, _size in _iter_lines(fh, path, max_line_bytes, ReadStats()):
             if text.strip():
                 yield line_no, _json_object(text, path, line_no)

@@ -255,6 +255,8 @@ class ExactIndex(VectorIndex):
         x, ids = self._consolidate()
         scores, rows = topk_inner_product(self._prep(queries, "exact index search"), x, k,
                                           chunk=int(self.params["chunk"]))
+        if not len(ids):  # nothing to point at (rows are all -1)
+            return scores, rows
         return scores, np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
 
     def remove(self, ids: Any) -> int:

@@ -25,9 +25,22 @@ Crash-safety protocol (a SIGKILL at any instant leaves the old or the new state,
    directory the index is rebuilt from SQLite. The repaired index is saved as the current
    generation. So whatever the crash point, the reopened index holds exactly SQLite's rows.
 
-Writers: one process at a time (SQLite serialises concurrent writers; the in-memory index of
-another process would not see them). Within a process every method holds one lock, so threads
-(e.g. the HTTP service) may share a store.
+Several processes (e.g. ``contrastkit serve`` and a concurrent ``contrastkit index add``) may
+share a store: SQLite serialises their writes, and each process remembers the generation its
+in-memory index reflects. Every search, and every add or delete, first compares it with
+``meta.generation`` (one indexed read); when another process has committed since, the index is
+reconciled with SQLite by id set as in step 4 before it is used, so a reader sees every committed
+change and never a deleted row. Within a process every method holds one lock, so threads (e.g.
+the HTTP service) may share a store.
+
+Model check: a store records the model that built it (``meta.model``, a name or path) and a
+fingerprint (:func:`model_fingerprint`: the model's dimension and its fp32 embeddings of three
+fixed probe texts). :meth:`Store.check_model` refuses another model (cosine < 0.999 on a probe)
+unless forced: vectors of two models of the same dimension are not comparable.
+
+Every unreadable store (not SQLite, a corrupt file, missing tables, a missing or invalid
+``format_version``, ``dim``, ``kind``, ``metric``, ``index_params`` or ``generation``) raises one
+:class:`ConfigError` naming the file and what is wrong.
 
 Metadata filters (``where={"field": value}``, all must match; values str, int, float, bool or
 None): the matching keys are first selected in SQLite (``json_extract`` / ``json_type``, so
@@ -35,11 +48,13 @@ None): the matching keys are first selected in SQLite (``json_extract`` / ``json
 ``exact_filter_limit`` documents match, their vectors are read from SQLite and scored exactly
 (complete and exact, whatever the index kind). Otherwise the index is searched with an
 over-fetch of ``k * N / matches * 2`` hits, filtered by the allow-list, and the fetch is doubled
-until ``k`` hits pass or the whole index was fetched.
+until ``k`` hits pass or the whole index was fetched. ``k`` is capped at the number of stored
+documents (``k=10**8`` on 200 documents costs what ``k=200`` costs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -48,7 +63,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +73,7 @@ import numpy as np
 from contrastkit.errors import ConfigError, DataError
 from contrastkit.search.index import (
     INDEX_KINDS,
+    METRICS,
     VectorIndex,
     build_index,
     load_index,
@@ -65,12 +81,18 @@ from contrastkit.search.index import (
     topk_inner_product,
 )
 
-__all__ = ["Doc", "Hit", "Store"]
+__all__ = ["Doc", "Hit", "Store", "model_fingerprint"]
 
 DB_FILE = "store.db"
 FORMAT_VERSION = 1
 _INDEX_DIR = re.compile(r"^index-(\d+)$")
+_TMP_DIR = re.compile(r"^\.index-\d+\.(?:tmp|old)(\d+)$")
 _SQL_CHUNK = 500  # parameters per IN (...) clause, well under SQLite's limit
+_DOC_COLUMNS = {"key", "id", "text", "metadata", "vector"}
+# Texts whose embeddings identify a model (see model_fingerprint); never change them.
+_PROBES = ("A man is playing a guitar on the street.", "The committee postponed its decision until March.",
+           "def add(a, b): return a + b")
+_SAME_MODEL_COSINE = 0.999
 
 EncodeFn = Callable[[list[str]], Any]
 
@@ -98,6 +120,100 @@ def _chunks(seq: Sequence[Any], n: int = _SQL_CHUNK) -> list[Sequence[Any]]:
     return [seq[i:i + n] for i in range(0, len(seq), n)]
 
 
+def model_fingerprint(encoder: Any) -> dict[str, Any]:
+    """What identifies a model to a store: its dimension and its fp32 torch embeddings of three fixed texts."""
+    ort = getattr(encoder, "ort", None)
+    if ort is not None:
+        encoder.ort = None  # the weights, not a (possibly quantised) ONNX export of them
+    try:
+        emb = encoder.encode(list(_PROBES), precision="fp32")
+    finally:
+        if ort is not None:
+            encoder.ort = ort
+    emb = np.asarray(emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb, dtype=np.float32)
+    import hashlib
+
+    digest = hashlib.sha256(np.round(emb, 3).astype(np.float32).tobytes()).hexdigest()[:12]
+    return {"dim": int(emb.shape[1]), "probe": emb.round(6).tolist(), "sha256": digest}
+
+
+def _same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two fingerprints come from the same model (every probe's cosine >= 0.999)."""
+    x, y = np.asarray(a["probe"], dtype=np.float64), np.asarray(b["probe"], dtype=np.float64)
+    if x.shape != y.shape:
+        return False
+    cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+    return bool((cos >= _SAME_MODEL_COSINE).all())
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (ours counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unreadable(db: Path, why: str) -> ConfigError:
+    return ConfigError(f"{db}: unreadable store: {why}")
+
+
+def _read_meta(conn: sqlite3.Connection, db: Path) -> dict[str, Any]:
+    """The store's checked settings from its meta table; any defect raises one clear ConfigError."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"meta", "docs"} <= tables:
+        raise _unreadable(db, "not a contrastkit store (tables meta/docs missing)")
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(docs)")}
+    if not _DOC_COLUMNS <= columns:
+        raise _unreadable(db, f"table docs lacks column(s) {sorted(_DOC_COLUMNS - columns)}")
+    raw = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def integer(key: str, minimum: int) -> int:
+        if key not in raw:
+            raise _unreadable(db, f"meta has no '{key}'")
+        try:
+            value = int(str(raw[key]))
+        except ValueError:
+            raise _unreadable(db, f"meta '{key}' is {raw[key]!r}, not an integer") from None
+        if value < minimum:
+            raise _unreadable(db, f"meta '{key}' is {value}, expected >= {minimum}")
+        return value
+
+    version = integer("format_version", 1)
+    if version > FORMAT_VERSION:
+        raise _unreadable(db, f"store format {version} is newer than this contrastkit reads "
+                              f"(format {FORMAT_VERSION}); upgrade contrastkit")
+    meta: dict[str, Any] = {"dim": integer("dim", 1), "generation": integer("generation", 0)}
+    if raw.get("kind") not in INDEX_KINDS:
+        raise _unreadable(db, f"meta 'kind' is {raw.get('kind')!r}, expected one of {', '.join(INDEX_KINDS)}")
+    if raw.get("metric") not in METRICS:
+        raise _unreadable(db, f"meta 'metric' is {raw.get('metric')!r}, expected one of {', '.join(METRICS)}")
+    meta["kind"], meta["metric"] = raw["kind"], raw["metric"]
+    try:
+        params = json.loads(raw.get("index_params", "{}"))
+    except (TypeError, ValueError):
+        params = None
+    if not isinstance(params, dict):
+        raise _unreadable(db, f"meta 'index_params' is {raw.get('index_params')!r}, not a JSON object")
+    try:
+        build_index(meta["kind"], meta["dim"], metric=meta["metric"], **params)
+    except ConfigError as e:
+        raise _unreadable(db, f"index settings: {e}") from None
+    meta["index_params"] = params
+    meta["model"] = raw.get("model") or None
+    fingerprint = raw.get("model_fingerprint")
+    try:
+        meta["fingerprint"] = json.loads(fingerprint) if fingerprint else None
+    except ValueError:
+        raise _unreadable(db, "meta 'model_fingerprint' is not JSON") from None
+    return meta
+
+
 class Store:
     """Documents + metadata + vectors in SQLite with a crash-safe vector index (protocol: module docstring)."""
 
@@ -108,27 +224,34 @@ class Store:
         self._lock = threading.RLock()
         self.encoder = encoder
         self.exact_filter_limit = exact_filter_limit
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        self.dim = int(meta["dim"])
-        self.kind = meta["kind"]
-        self.metric = meta["metric"]
-        self.index_params: dict[str, Any] = json.loads(meta["index_params"])
-        self.model: str | None = meta.get("model") or None
+        meta = _read_meta(conn, path / DB_FILE)
+        self.dim: int = meta["dim"]
+        self.kind: str = meta["kind"]
+        self.metric: str = meta["metric"]
+        self.index_params: dict[str, Any] = meta["index_params"]
+        self.model: str | None = meta["model"]
+        self.fingerprint: dict[str, Any] | None = meta["fingerprint"]
         self._saved_generation = -1
+        self._synced_generation = -1
         self._index: VectorIndex = self._open_index()
 
     # ------------------------------------------------------------------ construction
     @staticmethod
     def _connect(db: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], dim: int, index_kind: str = "exact", *, metric: str = "cosine",
                index_params: Mapping[str, Any] | None = None, model: str | None = None,
-               encoder: EncodeFn | None = None, exact_filter_limit: int = 50_000) -> Store:
+               fingerprint: Mapping[str, Any] | None = None, encoder: EncodeFn | None = None,
+               exact_filter_limit: int = 50_000) -> Store:
         """Create an empty store in directory ``path`` (which must not hold a store yet)."""
         path = Path(path)
         if (path / DB_FILE).exists():
@@ -136,6 +259,8 @@ class Store:
         if index_kind not in INDEX_KINDS:
             raise ConfigError(f"unknown index kind {index_kind!r}; choose from {', '.join(INDEX_KINDS)}")
         build_index(index_kind, dim, metric=metric, **dict(index_params or {}))  # validates the arguments
+        if fingerprint is not None and int(fingerprint["dim"]) != dim:
+            raise ConfigError(f"the model's fingerprint has dim {fingerprint['dim']}, the store dim {dim}")
         path.mkdir(parents=True, exist_ok=True)
         conn = cls._connect(path / DB_FILE)
         conn.execute("BEGIN IMMEDIATE")
@@ -143,10 +268,32 @@ class Store:
         conn.execute("CREATE TABLE docs (key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
                      "text TEXT, metadata TEXT NOT NULL, vector BLOB NOT NULL)")
         rows = {"format_version": FORMAT_VERSION, "dim": dim, "kind": index_kind, "metric": metric,
-                "index_params": json.dumps(dict(index_params or {})), "generation": 0, "model": model or ""}
+                "index_params": json.dumps(dict(index_params or {})), "generation": 0, "model": model or "",
+                "model_fingerprint": json.dumps(dict(fingerprint)) if fingerprint else ""}
         conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
         conn.execute("COMMIT")
         return cls(path, conn, encoder, exact_filter_limit)
+
+    @classmethod
+    def build(cls, path: str | os.PathLike[str], dim: int, index_kind: str = "exact", *,
+              texts: Sequence[str] | None = None, embeddings: Any = None, ids: Sequence[Any] | None = None,
+              metadata: Sequence[Mapping[str, Any] | None] | None = None, **create_args: Any) -> Store:
+        """Create a store holding these documents atomically: on any error nothing is left at ``path``."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"{path}: already exists and is not an empty directory; pick a new store directory")
+        tmp = path.with_name(f".{path.name}.build{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            with cls.create(tmp, dim, index_kind, **create_args) as store:
+                store.add(texts, embeddings, ids=ids, metadata=metadata)
+            os.replace(tmp, path)  # also replaces an empty directory
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(path, encoder=create_args.get("encoder"),
+                        exact_filter_limit=create_args.get("exact_filter_limit", 50_000))
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, encoder: EncodeFn | None = None,
@@ -157,19 +304,31 @@ class Store:
         if not db.is_file():
             raise ConfigError(f"{path}: no store here (missing {DB_FILE}); create one with Store.create "
                               f"or 'contrastkit index build'")
-        conn = cls._connect(db)
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not {"meta", "docs"} <= tables:
-                raise ConfigError(f"{db}: not a contrastkit store (tables meta/docs missing)")
-            version = conn.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
-            if version is None or int(version[0]) > FORMAT_VERSION:
-                raise ConfigError(f"{db}: store format {version and version[0]} is not supported "
-                                  f"(this contrastkit reads format {FORMAT_VERSION})")
+            conn = cls._connect(db)
+        except sqlite3.Error as e:
+            raise _unreadable(db, f"not a readable SQLite database ({e})") from None
+        try:
             return cls(path, conn, encoder, exact_filter_limit)
+        except sqlite3.Error as e:
+            conn.close()
+            raise _unreadable(db, f"the database is damaged ({e})") from None
         except BaseException:
             conn.close()
             raise
+
+    def check_model(self, model: str | None, fingerprint: Mapping[str, Any], *, force: bool = False) -> None:
+        """Refuse a model other than the one that built the store (ConfigError) unless ``force``; dims must match."""
+        if int(fingerprint["dim"]) != self.dim:
+            raise ConfigError(f"{self.path}: the store holds {self.dim}-d vectors of model {self.model!r}; "
+                              f"model {model!r} makes {fingerprint['dim']}-d vectors")
+        if self.fingerprint is None or force or _same_model(self.fingerprint, fingerprint):
+            return
+        raise ConfigError(
+            f"{self.path}: the store was built with model {self.model!r} (fingerprint {self.fingerprint.get('sha256')}) "
+            f"but model {model!r} (fingerprint {fingerprint.get('sha256')}) gives other embeddings: its vectors "
+            f"are not comparable with the stored ones. Use the store's model, rebuild the store, or pass "
+            f"--force (force=True) to use it anyway")
 
     def close(self) -> None:
         """Save the index (see :meth:`flush`) and close the database."""
@@ -209,8 +368,10 @@ class Store:
         return sorted(found, reverse=True)
 
     def _remove_leftovers(self) -> None:
+        """Remove temporary index directories of crashed writers (never those of a live process)."""
         for p in self.path.iterdir():
-            if p.name.startswith(".index-") and p.is_dir():
+            m = _TMP_DIR.match(p.name)
+            if m and p.is_dir() and not _alive(int(m.group(1))):
                 shutil.rmtree(p, ignore_errors=True)
 
     def _sql_keys(self) -> np.ndarray:
@@ -224,6 +385,10 @@ class Store:
         for part in _chunks(list(keys)):
             q = f"SELECT key, vector FROM docs WHERE key IN ({','.join('?' * len(part))})"
             for key, blob in self._conn.execute(q, [int(k) for k in part]):
+                if not isinstance(blob, bytes) or len(blob) != 4 * self.dim:
+                    raise _unreadable(self.path / DB_FILE, f"row key {key} holds a vector of "
+                                      f"{len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, "
+                                      f"expected {4 * self.dim}")
                 out[pos[key]] = np.frombuffer(blob, dtype=np.float32)
         return out
 
@@ -236,58 +401,85 @@ class Store:
             index.add(self._vectors_for(part), np.asarray(part, dtype=np.int64))
         return index
 
+    def _reconciled(self, index: VectorIndex) -> VectorIndex:
+        """``index`` made to hold exactly SQLite's rows: missing vectors added, vanished ones removed."""
+        sql = self._sql_keys()
+        held = index.ids()
+        missing = np.setdiff1d(sql, held, assume_unique=True)
+        extra = np.setdiff1d(held, sql, assume_unique=True)
+        if extra.size and not index.supports_remove:
+            return self._rebuild()
+        if extra.size:
+            index.remove(extra)
+        if missing.size:
+            if not index.is_trained:
+                index.train(self._vectors_for(sql.tolist()))
+            index.add(self._vectors_for(missing.tolist()), missing)
+        return index
+
     def _open_index(self) -> VectorIndex:
         """Load the newest usable index directory and reconcile it with SQLite (protocol step 4)."""
         self._remove_leftovers()
-        gen = self.generation
-        index: VectorIndex | None = None
-        loaded_gen = -1
-        for g, p in self._index_dirs():
-            if g > gen:
-                continue  # cannot happen under the protocol; never trust it
-            try:
-                meta = read_index_meta(p)
-                if int(meta.get("generation", -1)) != g or meta.get("kind") != self.kind:
+        with self._read_snapshot():
+            gen = self.generation
+            index: VectorIndex | None = None
+            loaded_gen = -1
+            for g, p in self._index_dirs():
+                if g > gen:
+                    continue  # cannot happen under the protocol; never trust it
+                try:
+                    meta = read_index_meta(p)
+                    if int(meta.get("generation", -1)) != g or meta.get("kind") != self.kind:
+                        continue
+                    index, loaded_gen = load_index(p), g
+                    break
+                except Exception:  # noqa: BLE001 - an unreadable index is simply rebuilt
                     continue
-                index, loaded_gen = load_index(p), g
-                break
-            except Exception:  # noqa: BLE001 - an unreadable index is simply rebuilt
-                continue
-        if index is None:
-            index = self._rebuild()
-        else:
-            sql = self._sql_keys()
-            held = index.ids()
-            missing = np.setdiff1d(sql, held, assume_unique=True)
-            extra = np.setdiff1d(held, sql, assume_unique=True)
-            if extra.size and not index.supports_remove:
-                index = self._rebuild()
-            else:
-                if extra.size:
-                    index.remove(extra)
-                if missing.size:
-                    miss = missing.tolist()
-                    if not index.is_trained:
-                        index.train(self._vectors_for(sql.tolist()))
-                    index.add(self._vectors_for(miss), missing)
+            index = self._rebuild() if index is None else self._reconciled(index)
         self._index = index
         self._saved_generation = loaded_gen
+        self._synced_generation = gen
         if loaded_gen != gen:
             self.flush()
         return index
 
+    @contextlib.contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """One consistent view of SQLite for the block (a read transaction unless one is open already)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _sync(self) -> None:
+        """Catch up with changes other processes committed since this index last matched SQLite."""
+        gen = self.generation
+        if gen != self._synced_generation:
+            self._index = self._reconciled(self._index)
+            self._synced_generation = gen
+
     def flush(self) -> None:
         """Persist the index as ``index-<generation>`` (atomic rename) and drop older index directories."""
-        with self._lock:
+        with self._lock, self._read_snapshot():
+            self._sync()
             gen = self.generation
             if gen == self._saved_generation:
                 return
             if not self._index.is_trained and len(self) > 0:
                 return  # an untrained IVF-PQ is rebuilt from SQLite on open
             target = self.path / f"index-{gen}"
-            self._index.save(target, extra={"generation": gen})
+            if not target.is_dir():  # else another process saved this generation (the same rows) already
+                try:
+                    self._index.save(target, extra={"generation": gen})
+                except OSError:
+                    if not target.is_dir():
+                        raise
             for g, p in self._index_dirs():
-                if g != gen:
+                if g < gen:
                     shutil.rmtree(p, ignore_errors=True)
             self._saved_generation = gen
 
@@ -372,6 +564,7 @@ class Store:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._sync()  # another process may have written since: index == SQLite before this change
                 taken = []
                 for part in _chunks(doc_ids):
                     q = f"SELECT id FROM docs WHERE id IN ({','.join('?' * len(part))})"
@@ -387,8 +580,10 @@ class Store:
                 conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+            self._synced_generation += 1
             self._apply(lambda ix: ix.add(vecs, keys))
         return doc_ids
 
@@ -413,6 +608,7 @@ class Store:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._sync()
                 keys: list[int] = []
                 for part in _chunks(wanted):
                     marks = ",".join("?" * len(part))
@@ -422,9 +618,11 @@ class Store:
                     conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             if keys:
+                self._synced_generation += 1
                 self._apply(lambda ix: ix.remove(np.asarray(keys, dtype=np.int64)))
         return len(keys)
 
@@ -456,6 +654,13 @@ class Store:
 
     def _where_keys(self, where: Mapping[str, Any]) -> np.ndarray:
         """Keys of the rows whose metadata has every ``field == value`` of ``where``."""
+        q, params = self._where_sql(where)
+        rows = self._conn.execute(q, params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    @staticmethod
+    def _where_sql(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The checked SQL query (and its parameters) selecting the keys that match ``where``."""
         clauses: list[str] = []
         params: list[Any] = []
         for name, value in where.items():
@@ -478,8 +683,7 @@ class Store:
                 raise DataError(f"where[{name!r}]: values must be a string, number, boolean or null, "
                                 f"found {type(value).__name__}")
         q = "SELECT key FROM docs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY key"
-        rows = self._conn.execute(q, params).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return q, params
 
     def _queries(self, query: Any) -> tuple[np.ndarray, bool]:
         single = False
@@ -503,7 +707,13 @@ class Store:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise DataError(f"k must be a positive integer, got {k!r}")
         q, single = self._queries(query)
-        with self._lock:
+        if where:
+            self._where_sql(where)  # bad filters are refused even on an empty store
+        with self._lock, self._read_snapshot():
+            self._sync()
+            k = min(k, len(self._index))  # never more slots than documents
+            if k == 0:
+                return [] if single else [[] for _ in range(len(q))]
             if where:
                 scores, keys = self._filtered_search(q, k, where)
             else:
