@@ -60,7 +60,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -79,6 +78,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions  # noqa: E402
 from simcse_smollm2 import _norm, build_corpus, eval_sentences  # noqa: E402
 
 from contrastkit.config import build_config  # noqa: E402
@@ -353,29 +353,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def machine(threads: int) -> str:
-    """CPU model, core count, torch build and threads."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, CPU only, {threads} torch threads"
-
-
-def versions() -> dict[str, str]:
-    """Versions of the libraries the numbers depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("contrastkit", "torch", "transformers", "numpy", "scipy", "gguf"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    """CPU model, core count and torch threads."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, CPU only, {threads} torch threads"
 
 
 # ----------------------------------------------------------------------------- main

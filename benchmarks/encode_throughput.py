@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, peer_versions, versions  # noqa: E402
 from train_throughput import matmul_peak  # noqa: E402
 
 BATCH = 32  # sentence-transformers' default encode batch size, used for every path
@@ -119,9 +119,7 @@ class Peer:
         self.proc = subprocess.Popen([str(python), str(script), str(model_dir)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self._read()
-        self.version = subprocess.run([str(python), "-c", "import sentence_transformers as s, onnxruntime as o;"
-                                       "print(s.__version__, o.__version__)"], capture_output=True,
-                                      text=True).stdout.split()
+        self.versions = peer_versions(python, ["optimum", "optimum-onnx"])
 
     def _read(self) -> dict:
         assert self.proc.stdout is not None
@@ -172,7 +170,6 @@ def main() -> None:
     started = time.time()
 
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers import __version__ as st_version
 
     from contrastkit.encoders import Encoder, bf16_supported, encode_precision
     from contrastkit.encoders.onnx_backend import export_model
@@ -245,9 +242,8 @@ def main() -> None:
         "date": str(date.today()), "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
         "bf16_native": bf16_supported(), "ck_default_precision": encode_precision("auto"),
-        "versions": {"torch": torch.__version__, "sentence_transformers": st_version,
-                     "onnxruntime": export["onnxruntime"],
-                     "st_onnx_peer": peer.version if peer is not None else peer_error},
+        "versions": versions(),
+        "peer_versions": {"st_onnx": peer.versions if peer is not None else peer_error},
         "model": "all-MiniLM-L6-v2", "sentences": len(texts), "repeats": args.repeats, "batch_size": BATCH,
         "median_sentences_per_s": med, "ratios": ratios,
         "stsb_test_spearman": sts, "stsb_delta_vs_ck_fp32": delta,

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, versions  # noqa: E402
 
 PUBLISHED_MTEB_STSB = {"all-MiniLM-L6-v2": 82.03, "all-mpnet-base-v2": 83.42}
 STS_TASKS = "sts=STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness,STSBenchmark-original"
@@ -80,7 +80,7 @@ def main() -> None:
         print(f"{model}: STS-B (MTEB) {res['stsb_mteb']:.2f} vs published {res['stsb_mteb_published']}; "
               f"STS+transfer {res['sts_plus_transfer_s']:.0f} s; all suites {res['wall_s']:.0f} s")
     out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-           "threads": args.threads, "results": results}
+           "threads": args.threads, "versions": versions(), "results": results}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(out, indent=2))
 

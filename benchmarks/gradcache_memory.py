@@ -27,7 +27,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, versions  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -122,14 +122,12 @@ def main() -> None:
             runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(mode, runs[mode][-1], flush=True)
     med = {m: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for m, rs in runs.items()}
-    import torch
-
     result = {
         "benchmark": "gradcache_memory",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": str(date.today()),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
+        "versions": versions(),
         "setting": {"model": MODEL, "max_length": MAX_LEN, "batch": args.batch, "chunk": args.chunk,
                     "runs": args.runs, "threads": args.threads, "precision": "fp32",
                     "step": "unsup SimCSE dropout views + InfoNCE + AdamW update"},

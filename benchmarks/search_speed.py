@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, versions  # noqa: E402
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -147,7 +147,7 @@ def main() -> None:
         res["ivfpq"] = {"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1), "sweep": sweep}
 
     out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-           "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": res}
+           "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions(), "results": res}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions  # noqa: E402
 from contrastkit.config import build_config  # noqa: E402
 from contrastkit.encoders import Encoder  # noqa: E402
 from contrastkit.encoders.encoder import autocast  # noqa: E402
@@ -305,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json = RESULTS / (f"simcse_smollm2-{a.tag}.json" if a.tag else "simcse_smollm2.json")
     result: dict = json.loads(out_json.read_text()) if out_json.is_file() else {}
-    result.update({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only, "
+    result.update({"machine": f"{cpu_model()}, {os.cpu_count()} cores, CPU only, "
                               f"torch {torch.__version__}, {torch.get_num_threads()} threads",
                    "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
+                   "versions": versions(),
                    "eval_protocol": "SimCSE STS (STS12-16 'all', STS-B test, SICK-R test), Spearman x100, "
                                     f"cosine; encoding bf16 autocast, batch {EVAL_BATCH}, max_length {c['max_length']}"})
 

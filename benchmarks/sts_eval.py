@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions  # noqa: E402
 
 PUBLISHED_MTEB_STSB = {"all-MiniLM-L6-v2": 82.03, "all-mpnet-base-v2": 83.42}
 
@@ -46,8 +48,8 @@ def main() -> None:
                           "published_mteb_stsb": PUBLISHED_MTEB_STSB.get(model)}
         print(f"{model}: STS-B (MTEB) {scores['STSBenchmark-original']:.2f} vs published "
               f"{PUBLISHED_MTEB_STSB.get(model)}; wall {wall:.1f} s")
-    out = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-           "command": "contrastkit eval sts --model MODEL", "results": results}
+    out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+           "command": "contrastkit eval sts --model MODEL", "versions": versions(), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 

@@ -27,8 +27,8 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from datetime import date
@@ -39,6 +39,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions  # noqa: E402
 
 BATCH, MAX_LEN, LR, TAU = 64, 32, 3e-5, 0.05
 
@@ -185,8 +188,8 @@ def main() -> None:
         steps_per_s = med[key] / BATCH
         return 6 * non_emb * tok * steps_per_s / 1e9 / peak
     summary = {
-        "date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__, "steps": args.steps, "repeats": args.repeats, "batch": BATCH, "max_len": MAX_LEN,
+        "date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "versions": versions(), "steps": args.steps, "repeats": args.repeats, "batch": BATCH, "max_len": MAX_LEN,
         "median_sentences_per_s": med,
         "ratio_same_precision_fp32": med["ck_fp32"] / med["st_fp32"],
         "ratio_defaults": med["ck_default"] / med["st_default"],
