@@ -14,16 +14,48 @@ import logging
 import pkgutil
 import sys
 from pathlib import Path
+from typing import Any
 
-from .errors import ContrastkitError
+from . import __version__
+from .errors import ConfigError, ContrastkitError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, except for flags and options whose default is "not set"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default in (None, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with :class:`HelpFormatter`; sub-commands added by ``add_parser`` inherit it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .run import describe, train
+    from .run import describe, resume_config, train
 
-    config = load_config(args.config, args.set)
-    result = train(config, resume=args.resume)
+    config_path, run_dir = args.config, args.resume if isinstance(args.resume, str) else None
+    if config_path is None and run_dir is not None and Path(run_dir).is_file():
+        config_path, run_dir = run_dir, None  # "train --resume CONFIG"
+    if args.allow_change and args.resume is None:
+        raise ConfigError("--allow-change applies only with --resume (a new run takes its config as given)")
+    if config_path is None and run_dir is None:
+        raise ConfigError("train needs a CONFIG file (see recipes/), or --resume RUN_DIR to continue a run "
+                          "with the config saved in RUN_DIR/config.yaml")
+    if config_path is None:
+        config = resume_config(run_dir, args.set)
+    else:
+        config = load_config(config_path, args.set)
+        if run_dir is not None:  # the directory named by --resume is the run's
+            config = config.model_copy(update={"train": config.train.model_copy(update={"output_dir": run_dir})})
+    result = train(config, resume=args.resume is not None, allow_changes=args.allow_change)
     print(json.dumps(describe(result), indent=2))
     return 0
 
@@ -59,15 +91,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``contrastkit`` command."""
-    p = argparse.ArgumentParser(prog="contrastkit", description="Contrastive learning of text embeddings.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="command", required=True)
+    from .evaluation.senteval import DATA_SEARCH_ORDER
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("config", help="YAML run config (see recipes/)")
+    p = ArgumentParser(prog="contrastkit", description="Contrastive learning of text embeddings.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train from a YAML run config, or continue a killed or stopped run with "
+                                   "--resume RUN_DIR (its saved config.yaml is reused).")
+    t.add_argument("config", nargs="?",
+                   help="YAML run config (see recipes/); not needed with --resume RUN_DIR")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lr=1e-5 (repeatable)")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+                   help="override a config value, e.g. --set train.lr=1e-5 or --set eval.tasks=[] (repeatable)")
+    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue from the latest checkpoint: of RUN_DIR with the config saved there, or of "
+                        "the given config's train.output_dir. A config that differs from the saved one is "
+                        "refused, naming each changed key")
+    t.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a changed config key (or a whole section), e.g. "
+                        "--allow-change train.lr after a NaN stop (repeatable)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a model")
@@ -76,17 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model dir, hub name or alias")
     s.add_argument("--tasks", nargs="*",
                    help="task names (default: the 7 SimCSE tasks and MTEB's STS-B test on original text)")
-    s.add_argument("--data-dir", help="SentEval data dir (default: $CONTRASTKIT_DATA or ../shared/data)")
-    s.add_argument("--output", help="directory for sts.json and sts.md")
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    s.add_argument("--data-dir", help=f"SentEval data folder; looked for at: {DATA_SEARCH_ORDER}")
+    s.add_argument("--output", help="directory for sts.json and sts.md (default: print only)")
+    s.add_argument("--batch-size", type=int, default=128, help="texts per forward pass")
+    s.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="compute precision (auto: bf16 where the hardware runs it natively)")
     s.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
                    help="onnx*: files of 'contrastkit export'; auto: $CONTRASTKIT_BACKEND or torch")
-    s.add_argument("--no-progress", dest="progress", action="store_false")
+    s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     s.set_defaults(func=_cmd_eval_sts)
 
     d = sub.add_parser("demo", help="the main job: train on an embedded default, evaluate, report")
-    d.add_argument("--output-dir", default="runs/demo")
+    d.add_argument("--output-dir", default="runs/demo", help="directory for the run, model and report")
     d.add_argument("--quick", action="store_true", help="a tiny version for smoke tests")
     d.set_defaults(func=_cmd_demo)
 

@@ -8,12 +8,14 @@ ignored. The CLI (``contrastkit train CONFIG --set key=value``) and the Python A
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -21,14 +23,19 @@ PoolingName = Literal["cls", "cls_mlp", "mean", "first_last_avg", "last_token", 
 Precision = Literal["auto", "fp32", "bf16"]
 
 
+# Strict types: ``batch_size: true`` or ``lr: "fast"`` are errors, not 1 and a guess. Paths may be given
+# as ``os.PathLike`` objects from Python; YAML's '3e-5' (a string in YAML 1.1) is read as a float by the loader.
+PathStr = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class DataConfig(_Section):
     """Where the training examples come from and what shape they have."""
 
-    source: str | list[str] = Field(
+    source: PathStr | list[PathStr] = Field(
         description="Path to a text/csv/tsv/jsonl file, 'hf:NAME' or 'embedded:NAME'; a list of them = several "
                     "sources (sampler 'single_source' batches within each).")
     format: Literal["text", "csv", "tsv", "jsonl"] | None = None
@@ -43,10 +50,13 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Backbone, pooling and training-time head."""
 
-    backbone: str = Field(description="HF name/path, a sentence-transformers dir, a .gguf file or an alias.")
+    backbone: PathStr = Field(description="HF name/path, a sentence-transformers dir, a .gguf file or an alias.")
     pooling: PoolingName = "mean"
     prompt_template: str = 'This sentence : "{text}" means in one word:"'
-    max_length: int = Field(default=32, ge=1)
+    max_length: int = Field(default=32, ge=1, description="Truncate training texts to this many tokens.")
+    max_seq_length: int | None = Field(
+        default=None, ge=1, description="Inference limit written into the saved model; default: the base "
+                                        "model's (never the training max_length).")
     num_layers: int | None = Field(default=None, ge=1, description="Keep only the first k layers.")
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0, description="Override hidden/attention dropout.")
     attention_dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
@@ -65,7 +75,7 @@ class LossConfig(BaseModel):
     they are checked against its signature at load time, so a misspelt parameter is named.
     """
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, strict=True)
 
     name: str = "infonce"
     temperature: float = Field(default=0.05, gt=0.0)
@@ -115,13 +125,14 @@ class LossConfig(BaseModel):
 class TrainConfig(_Section):
     """Optimisation, checkpointing and logging."""
 
-    output_dir: str = "runs/default"
+    output_dir: PathStr = "runs/default"
     batch_size: int = Field(default=64, ge=1)
     grad_accumulation: int = Field(
         default=1, ge=1, description="Average gradients over k batches. Does NOT add in-batch negatives."
     )
     epochs: int = Field(default=1, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Optimizer steps to take; wins over epochs (the data loops as needed).")
     max_minutes: float | None = Field(
         default=None, gt=0, description="Stop cleanly (checkpoint, evaluate, save) after this much training time.")
     lr: float = Field(default=3e-5, gt=0.0)
@@ -135,6 +146,9 @@ class TrainConfig(_Section):
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = 42
     checkpoint_every: int = Field(default=250, ge=1)
+    checkpoint_minutes: float | None = Field(
+        default=10.0, gt=0, description="Also checkpoint when this much time passed since the last one "
+                                        "(a kill never loses more); null = step-based only.")
     keep_checkpoints: int = Field(default=2, ge=1)
     log_every: int = Field(default=10, ge=1)
     progress: bool = True
@@ -144,8 +158,10 @@ class EvalConfig(_Section):
     """Evaluation during training (SimCSE practice: select the best dev checkpoint)."""
 
     every: int | None = Field(default=125, ge=1, description="Evaluate every N optimizer steps; null = only at the end.")
-    tasks: list[str] = ["STSBenchmark-dev"]
-    data_dir: str | None = None
+    tasks: list[str] = Field(
+        default=["STSBenchmark-dev"], description="STS dev tasks; when their data is missing the run trains "
+                                                  "without evaluation (one warning); [] = no evaluation.")
+    data_dir: PathStr | None = None
     select_best: bool = True
 
 
@@ -174,7 +190,7 @@ class ViewsConfig(BaseModel):
     """How the views of a single text are made: a registered view ``name``, ``num_views`` (3+ = poly-view),
     ``apply_to`` and the view's own parameters (checked against it, like loss parameters)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, strict=True)
 
     name: str = "dropout"
     num_views: int = Field(default=2, ge=2, description="Views per text; 3+ is poly-view (mean loss over view pairs).")
@@ -207,7 +223,7 @@ class ViewsConfig(BaseModel):
 class TeacherConfig(_Section):
     """A frozen teacher encoder (distillation targets, dclr's reference, clustered/mined batches, mining)."""
 
-    model: str = Field(description="HF name/path, a sentence-transformers or contrastkit dir, or an alias.")
+    model: PathStr = Field(description="HF name/path, a sentence-transformers or contrastkit dir, or an alias.")
     pooling: PoolingName | None = None
     max_length: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=128, ge=1)
@@ -219,11 +235,12 @@ class TeacherConfig(_Section):
 class MiningConfig(_Section):
     """Teacher-mined hard negatives turning (anchor, positive) pairs into triplets (``contrastkit.data.mining``)."""
 
-    rank_window: tuple[int, int] = Field(default=(10, 50), description="Keep teacher ranks lo <= r < hi (0 = best).")
+    rank_window: tuple[StrictInt, StrictInt] = Field(
+        default=(10, 50), strict=False, description="Keep teacher ranks lo <= r < hi (0 = best).")
     margin: float = Field(default=0.95, description="False-negative filter: relative factor or absolute gap.")
     margin_type: Literal["relative", "absolute"] = "relative"
     num_negatives: int = Field(default=1, ge=1)
-    cache: str | None = Field(default=None, description="Cache file (default <train.output_dir>/mined_negatives.jsonl).")
+    cache: PathStr | None = Field(default=None, description="Cache file (default <train.output_dir>/mined_negatives.jsonl).")
 
     @model_validator(mode="after")
     def _check_window(self) -> MiningConfig:
@@ -324,8 +341,36 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that rejects duplicate keys and reads '3e-5' as a float (as YAML 1.2 does)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Build a mapping, refusing a key given twice (YAML's default is a silent last-wins)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first at line {seen[key]}, again at line {line}); "
+                                "YAML would silently keep the last one", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_EXP_FLOAT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML with :class:`_ConfigLoader` (safe, duplicate keys refused, '3e-5' a float)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {dotted}=...: expected a dotted key such as train.lr")
     node = tree
     for p in parts[:-1]:
         child = node.setdefault(p, {})
@@ -336,23 +381,25 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings (values parsed as YAML scalars) to a config dict."""
+    """Apply ``key.sub=value`` strings (values parsed as YAML, safely) to a config dict."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), _parse_scalar(raw))
+        _set_dotted(tree, key.strip(), _parse_value(key.strip(), raw))
     return tree
 
 
-def _parse_scalar(raw: str) -> Any:
-    """YAML scalar, with '3e-5'-style floats (YAML 1.1 reads them as strings) made numbers."""
+def _parse_value(key: str, raw: str) -> Any:
+    """A ``--set`` value: a YAML scalar, list or mapping; an empty value is null."""
     if raw == "":
         return None
-    value = yaml.safe_load(raw)
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
-        return float(value)
-    return value
+    try:
+        return parse_yaml(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--set {key}={raw}: not a valid value ({problem}); write a number, true/false, "
+                          "a string, or a YAML list such as [a, b] (quote text containing ':' or '[')") from None
 
 
 def build_config(tree: dict[str, Any], origin: str = "<dict>") -> RunConfig:
@@ -363,20 +410,45 @@ def build_config(tree: dict[str, Any], origin: str = "<dict>") -> RunConfig:
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config and apply ``--set`` overrides."""
+def read_config_tree(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; a missing file, bad YAML or a duplicate key is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        tree = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid YAML: not UTF-8 text ({err})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(tree).__name__}")
-    return build_config(apply_overrides(tree, overrides or []), origin=str(path))
+    return tree
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config and apply ``--set`` overrides."""
+    return build_config(apply_overrides(read_config_tree(path), overrides or []), origin=str(path))
 
 
 def dump_config(config: RunConfig) -> str:
     """Serialise a config back to YAML (saved beside every run)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def config_differences(old: RunConfig, new: RunConfig, ignore: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two configs, as ``{key: (old, new)}``; ``ignore`` keys are left out."""
+    skip = set(ignore)
+    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    missing = object()
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if k not in skip and a.get(k, missing) != b.get(k, missing)}

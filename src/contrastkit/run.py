@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .config import DataConfig, EvalConfig, LossConfig, ModelConfig, RunConfig, TeacherConfig, dump_config
+from .config import (DataConfig, EvalConfig, LossConfig, ModelConfig, RunConfig, TeacherConfig, build_config,
+                     config_differences, dump_config, read_config_tree)
 from .data import Example, ReadStats, open_examples
 from .encoders import Encoder
 from .errors import ConfigError, DataError
@@ -47,16 +47,31 @@ def resolve_device(name: str) -> str:
 
 
 def build_encoder(cfg: ModelConfig) -> Encoder:
-    """The Encoder a model section describes."""
+    """The Encoder a model section describes, truncating at the training ``max_length``."""
+    return build_training_encoder(cfg)[0]
+
+
+def build_training_encoder(cfg: ModelConfig) -> tuple[Encoder, int]:
+    """The Encoder of a model section and the ``max_seq_length`` its trained model is saved with.
+
+    The saved limit is ``model.max_seq_length`` when set, else the base model's own (its
+    sentence-transformers config or its tokenizer's ``model_max_length``, capped at its position
+    embeddings): the training ``max_length`` (SimCSE truncates at 32) never becomes the inference limit.
+    """
     encoder = Encoder.from_pretrained(
-        cfg.backbone, pooling=cfg.pooling, max_length=cfg.max_length, num_layers=cfg.num_layers,
+        cfg.backbone, pooling=cfg.pooling, max_length=None, num_layers=cfg.num_layers,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, residual_dropout=cfg.residual_dropout,
         prompt_template=cfg.prompt_template if cfg.pooling == "prompt" else None)
+    base_limit = encoder.max_length
+    positions = getattr(encoder.backbone.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        base_limit = min(base_limit, positions)
+    encoder.max_length = cfg.max_length
     if cfg.freeze_layers is not None:
         from .encoders.backbones import freeze_bottom
 
         freeze_bottom(encoder.backbone, cfg.freeze_layers)
-    return encoder
+    return encoder, cfg.max_seq_length or base_limit
 
 
 def stream_training_examples(cfg: DataConfig, stats: ReadStats | None = None) -> Iterator[Example]:
@@ -188,12 +203,30 @@ def build_embed(config: RunConfig, encoder: Encoder, teacher: Any = None) -> Any
 
 
 def build_eval(cfg: EvalConfig, batch_size: int = 128, precision: str = "fp32") -> EvalFn | None:
-    """An evaluation function over the configured STS dev tasks (Spearman x 100 per task)."""
+    """An evaluation function over the configured STS dev tasks (Spearman x 100 per task).
+
+    A task whose data is not found is left out with one warning naming how to point at the data and how
+    to turn evaluation off; with no task left the run trains without evaluation (None).
+    """
     if not cfg.tasks:
         return None
-    from .evaluation.senteval import load_sts_task
+    from .evaluation.senteval import DATA_ENV_VAR, DataNotFoundError, load_sts_task
 
-    tasks = [load_sts_task(name, data_dir=cfg.data_dir) for name in cfg.tasks]  # fail early if data is missing
+    tasks, missing, looked = [], [], []
+    for name in cfg.tasks:
+        try:
+            tasks.append(load_sts_task(name, data_dir=cfg.data_dir))
+        except DataNotFoundError as err:
+            missing.append(name)
+            looked.extend(str(p) for p in err.searched if str(p) not in looked)
+    if missing:
+        outcome = (f"evaluating on {', '.join(t.name for t in tasks)} only" if tasks else
+                   "training without evaluation (model/ will hold the final weights)")
+        print(f"warning: no data for eval.tasks {', '.join(missing)} (looked in: {', '.join(looked) or '-'}); "
+              f"{outcome}. Point at SentEval data with --set eval.data_dir=DIR or ${DATA_ENV_VAR}=DIR, or turn "
+              "dev evaluation off with --set eval.tasks=[] (Python: eval={'tasks': []}).", file=sys.stderr)
+    if not tasks:
+        return None
 
     def evaluate(encoder: Encoder) -> dict[str, float]:
         from .evaluation.sts import evaluate_sts
@@ -205,18 +238,66 @@ def build_eval(cfg: EvalConfig, batch_size: int = 128, precision: str = "fp32") 
     return evaluate
 
 
-def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
-    """Train the run a config describes; writes checkpoints, metrics and ``model/`` under output_dir."""
+# Settings that change how a run executes, not what it computes: a resumed run may change them.
+OPERATIONAL_KEYS = tuple(f"train.{k}" for k in (
+    "output_dir", "max_minutes", "num_threads", "progress", "device", "checkpoint_every", "checkpoint_minutes",
+    "keep_checkpoints", "log_every"))
+
+
+def resume_config(output_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config saved in a run directory (``config.yaml``), with ``--set`` overrides applied."""
+    from .config import apply_overrides
+
+    saved = Path(output_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume {output_dir}: no config.yaml there (not a training run directory?); "
+                          "pass the run's config file too: contrastkit train CONFIG --resume")
+    tree = apply_overrides(read_config_tree(saved), overrides or [])
+    tree.setdefault("train", {})["output_dir"] = str(output_dir)  # the run may have been moved
+    return build_config(tree, origin=str(saved))
+
+
+def check_resume_changes(config: RunConfig, allow_changes: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Compare a resumed run's config with its saved ``config.yaml``; refuse changes not allowed by name.
+
+    Operational settings (``OPERATIONAL_KEYS``) may always change. ``allow_changes`` holds dotted keys
+    (``train.lr``) or section names (``train``). Returns the accepted changes as ``{key: (old, new)}``.
+    """
+    saved_path = Path(config.train.output_dir) / "config.yaml"
+    if not saved_path.is_file():
+        return {}
+    saved = build_config(read_config_tree(saved_path), origin=str(saved_path))
+    diffs = config_differences(saved, config, ignore=OPERATIONAL_KEYS)
+    allowed = set(allow_changes)
+
+    def ok(key: str) -> bool:
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in allowed for i in range(1, len(parts) + 1))
+
+    refused = {k: v for k, v in diffs.items() if not ok(k)}
+    if refused:
+        lines = "\n".join(f"  {k}: {old!r} (saved) -> {new!r} (now)" for k, (old, new) in refused.items())
+        flags = " ".join(f"--allow-change {k}" for k in refused)
+        raise ConfigError(f"--resume: the config differs from the one saved in {saved_path}:\n{lines}\n"
+                          f"A resumed run continues the saved config (contrastkit train --resume "
+                          f"{config.train.output_dir}). To continue with these changes, accept each by name: "
+                          f"{flags} (Python: train(config, resume=True, allow_changes=[...])).")
+    return diffs
+
+
+def train(config: RunConfig, *, resume: bool = False, allow_changes: Iterable[str] = ()) -> TrainResult:
+    """Train the run a config describes; writes checkpoints, metrics and ``model/`` under output_dir.
+
+    With ``resume`` the run continues from its latest checkpoint; a config that differs from the saved
+    ``config.yaml`` is refused unless each changed key is named in ``allow_changes``.
+    """
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.yaml"
-    if resume and saved.is_file() and _results_config(yaml.safe_load(saved.read_text())) != _results_config(
-            config.model_dump(mode="json")):
-        raise ConfigError(f"--resume: the config differs from the one saved in {saved}; a resumed run "
-                          "must use the same config (only train.max_minutes, num_threads, progress and device "
-                          "may change)")
+    if resume:
+        for key, (old, new) in check_resume_changes(config, allow_changes).items():
+            print(f"resume: {key} changed from {old!r} to {new!r} (allowed)")
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes
-        saved.write_text(dump_config(config))
+        (out / "config.yaml").write_text(dump_config(config))
     if config.train.num_threads:
         import torch
 
@@ -224,21 +305,14 @@ def train(config: RunConfig, *, resume: bool = False) -> TrainResult:
     teacher = load_teacher(config)
     source = build_batches(config, teacher)
     seed_everything(config.train.seed)
-    encoder = build_encoder(config.model).to(resolve_device(config.train.device))
+    encoder, save_max_length = build_training_encoder(config.model)
+    encoder = encoder.to(resolve_device(config.train.device))
     embed = build_embed(config, encoder, teacher)
     trainer = Trainer(encoder, build_loss(config.loss, config.teacher), embed, config.train,
                       eval_fn=build_eval(config.eval, precision=config.train.precision), eval_every=config.eval.every,
-                      select_best=config.eval.select_best, negatives=build_negatives(config.negatives))
+                      select_best=config.eval.select_best, negatives=build_negatives(config.negatives),
+                      save_max_length=save_max_length)
     return trainer.fit(source, resume=resume)
-
-
-# Settings that change how a run executes, not what it computes: a resumed run may change them.
-_OPERATIONAL = ("max_minutes", "num_threads", "progress", "device")
-
-
-def _results_config(tree: dict[str, Any]) -> dict[str, Any]:
-    train = {k: v for k, v in tree.get("train", {}).items() if k not in _OPERATIONAL}
-    return {**tree, "train": train}
 
 
 def describe(result: TrainResult) -> dict[str, Any]:

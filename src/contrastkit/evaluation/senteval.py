@@ -30,6 +30,7 @@ from contrastkit.errors import ContrastkitError, DataError
 
 __all__ = [
     "DATA_ENV_VAR",
+    "DATA_SEARCH_ORDER",
     "DataNotFoundError",
     "STSTask",
     "STS_TASK_NAMES",
@@ -41,6 +42,12 @@ __all__ = [
 
 DATA_ENV_VAR = "CONTRASTKIT_DATA"
 """Environment variable naming the data root (the folder holding ``senteval/``)."""
+
+DATA_SEARCH_ORDER = (
+    f"--data-dir DIR if given, else ${DATA_ENV_VAR}, else ../shared/data beside the contrastkit checkout "
+    "or the current directory, else ~/.cache/contrastkit/data"
+)
+"""Where benchmark data is looked for, in words (shared by ``--help`` and the not-found message)."""
 
 STS_YEAR_SUBSETS: dict[str, tuple[str, ...]] = {
     "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),
@@ -171,8 +178,9 @@ def _missing_message(what: str, searched: Sequence[Path], hub_note: str) -> str:
     tried = "\n".join(f"  - {p}" for p in searched) or "  (nothing)"
     return (
         f"STS data not found: {what}.\nLooked in:\n{tried}\n"
-        f"Provide it by passing data_dir=... or setting {DATA_ENV_VAR} to a folder that "
-        "holds SentEval's downstream layout (STS/, SICK/, stsbenchmark-original/), "
+        f"Data is looked for at: {DATA_SEARCH_ORDER}. Provide it with --data-dir DIR "
+        f"(in a training config: eval.data_dir; in Python: data_dir=...) or by setting {DATA_ENV_VAR}, "
+        "naming a folder that holds SentEval's downstream layout (STS/, SICK/, stsbenchmark-original/), "
         "directly or under 'senteval/'. SentEval's data/downstream/get_transfer_data.bash "
         "downloads it (https://github.com/facebookresearch/SentEval).\n"
         f"Hugging Face hub fallback (MTEB copies such as mteb/stsbenchmark-sts, "

@@ -9,6 +9,11 @@ accumulation averages gradients over ``grad_accumulation`` batches; it does NOT 
 of in-batch negatives (each micro-batch still contrasts only against itself); use a larger batch
 with the cached or cross-device source for that. Under ``torchrun`` only rank 0 writes metrics,
 checkpoints, evaluations and the model; every rank's random state is checkpointed.
+
+Checkpoints are written every ``checkpoint_every`` steps and whenever ``checkpoint_minutes`` passed since
+the last one. A checkpoint is written only when it is sane (finite weights and gradients, the weights'
+norm within ``MAX_NORM_GROWTH`` times the run's starting norm), so the latest checkpoint is always a good
+one to resume from; an insane one stops the run naming the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ log = logging.getLogger("contrastkit.training")
 LossFn = Callable[..., Tensor]
 EvalFn = Callable[[Encoder], dict[str, float]]
 
+MAX_NORM_GROWTH = 100.0
+"""A checkpoint whose trainable weights' L2 norm exceeds this multiple of the run's starting norm is refused."""
+
 
 def linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warm-up to 1, then linear decay to 0 at ``total_steps``."""
@@ -70,7 +78,8 @@ class Trainer:
 
     def __init__(self, encoder: Encoder, loss_fn: LossFn, embed: EmbedFn, config: TrainConfig, *,
                  eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True,
-                 negatives: NegativeSource | None = None) -> None:
+                 negatives: NegativeSource | None = None, save_max_length: int | None = None) -> None:
+        """``save_max_length``: the max_seq_length the saved model gets (default: the encoder's training one)."""
         self.encoder = encoder
         self.loss_fn = loss_fn
         self.embed = embed
@@ -79,6 +88,7 @@ class Trainer:
         self.eval_fn = eval_fn
         self.eval_every = eval_every
         self.select_best = select_best
+        self.save_max_length = save_max_length
         self.output_dir = Path(config.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
 
@@ -99,14 +109,14 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, fused=True)
 
     def total_steps(self, source: BatchSource[Any]) -> int:
-        """Optimizer steps the run will take."""
+        """Optimizer steps the run will take: ``max_steps`` when set (the data loops over as many epochs as
+        needed, as in Hugging Face's Trainer), else ``epochs`` full epochs."""
         per_epoch = source.batches_per_epoch // self.cfg.grad_accumulation
         if per_epoch == 0:
             raise TrainingError(
                 f"an epoch has {source.batches_per_epoch} batches, fewer than grad_accumulation="
                 f"{self.cfg.grad_accumulation}")
-        total = per_epoch * self.cfg.epochs
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+        return self.cfg.max_steps or per_epoch * self.cfg.epochs
 
     def fit(self, source: BatchSource[Any], *, resume: bool = False) -> TrainResult:
         """Train; with ``resume`` continue exactly from the latest checkpoint of ``output_dir``."""
@@ -123,12 +133,12 @@ class Trainer:
         if resume:
             ckpt = latest_checkpoint(self.ckpt_dir)
             if ckpt is None:
-                log.warning("--resume: no checkpoint in %s; starting from scratch", self.ckpt_dir)
                 print(f"resume: no checkpoint found in {self.ckpt_dir}; starting from step 0")
             else:
                 saved = load_checkpoint(ckpt, self.encoder)
                 opt.load_state_dict(saved["optimizer"])
                 sched.load_state_dict(saved["scheduler"])
+                self._apply_hyperparameters(opt, sched)
                 ranks = saved.get("rng_ranks")
                 set_rng_state(ranks[distributed.rank()] if ranks else saved["rng"])
                 self.negatives.load_state_dict(saved.get("negatives") or {})
@@ -142,9 +152,13 @@ class Trainer:
                                 "or choose another train.output_dir")
         elif main:
             metrics_path.unlink(missing_ok=True)
+        if state.get("start_param_norm") is None:  # the reference for the sanity check of checkpoints
+            state["start_param_norm"] = _param_norm(self.encoder)
 
         history: list[dict[str, Any]] = []
         start_time = time.perf_counter()
+        last_ckpt_time = start_time
+        grad_norm_ok: Tensor | bool = True
         self.encoder.train()
         bar = None
         if cfg.progress and main:
@@ -161,12 +175,10 @@ class Trainer:
                     loss = self.negatives.loss_and_backward(self.encoder, batch, self._embed_float, self.loss_fn,
                                                             1.0 / cfg.grad_accumulation)
                     if not math.isfinite(loss):
-                        ckpt = latest_checkpoint(self.ckpt_dir)
                         raise TrainingError(
                             f"loss became {loss} at step {state['step'] + 1} (epoch {state['epoch']}, "
-                            f"batch {state['batch']}); stopped without saving. Last good checkpoint: "
-                            f"{ckpt or 'none'}. Try a lower train.lr, a higher loss.temperature or "
-                            "train.precision=fp32.")
+                            f"batch {state['batch']}); stopped without saving. {self._last_good()} Try a "
+                            "lower train.lr, a higher loss.temperature or train.precision=fp32.")
                     accum += 1
                     state["batch"] += 1
                     state["samples"] += len(batch)
@@ -177,8 +189,10 @@ class Trainer:
                         continue
                     accum = 0
                     self.negatives.before_optimizer_step(self.encoder)
-                    if cfg.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
+                    grads = [p.grad for p in self.encoder.parameters() if p.grad is not None]
+                    grad_norm = (torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
+                                 if cfg.max_grad_norm else torch.nn.utils.get_total_norm(grads))
+                    grad_norm_ok = grad_norm_ok & torch.isfinite(grad_norm)  # no device sync per step
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
@@ -204,11 +218,14 @@ class Trainer:
                     if main and self.eval_fn is not None and self.eval_every and step % self.eval_every == 0 \
                             and step < total:
                         self._evaluate(state, mlog, history)
-                    out_of_time = _agree(cfg.max_minutes is not None and
-                                         time.perf_counter() - start_time >= cfg.max_minutes * 60,
+                    now = time.perf_counter()
+                    out_of_time = _agree(cfg.max_minutes is not None and now - start_time >= cfg.max_minutes * 60,
                                          self.encoder.device)
-                    if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
-                        self._checkpoint(state, opt, sched)
+                    ckpt_due = _agree(cfg.checkpoint_minutes is not None and
+                                      now - last_ckpt_time >= cfg.checkpoint_minutes * 60, self.encoder.device)
+                    if step % cfg.checkpoint_every == 0 or step == total or out_of_time or ckpt_due:
+                        self._checkpoint(state, opt, sched, bool(grad_norm_ok))
+                        last_ckpt_time, grad_norm_ok = time.perf_counter(), True
                     if out_of_time:
                         print(f"train.max_minutes={cfg.max_minutes} reached at step {step}/{total}; stopping "
                               "(--resume continues)")
@@ -246,10 +263,56 @@ class Trainer:
             state["best_score"] = primary
             state["best_step"] = state["step"]
             if self.select_best:
-                self.encoder.save(self.output_dir / "best")
+                self._save_model(self.output_dir / "best")
         log.info("step %d: eval %s (best %.4f)", state["step"], scores, state["best_score"])
 
-    def _checkpoint(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any) -> None:
+    def _save_model(self, path: Path) -> None:
+        """Save the encoder with the inference ``save_max_length`` (training truncation is not kept)."""
+        train_length = self.encoder.max_length
+        if self.save_max_length is not None:
+            self.encoder.max_length = self.save_max_length
+        try:
+            self.encoder.save(path)
+        finally:
+            self.encoder.max_length = train_length
+
+    def _apply_hyperparameters(self, opt: torch.optim.Optimizer, sched: Any) -> None:
+        """After loading a checkpoint: the config's lr and weight decay replace the saved ones (a resume
+        with an allowed change of ``train.lr`` must train at the new lr, on the same schedule)."""
+        sched.base_lrs = [self.cfg.lr for _ in opt.param_groups]
+        factor = sched.lr_lambdas[0](sched.last_epoch)
+        for group, decay in zip(opt.param_groups, (self.cfg.weight_decay, 0.0)):
+            group["initial_lr"] = self.cfg.lr
+            group["lr"] = self.cfg.lr * factor
+            group["weight_decay"] = decay
+        sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+    def _last_good(self) -> str:
+        ckpt = latest_checkpoint(self.ckpt_dir)
+        if ckpt is None:
+            return "No checkpoint was written before (nothing to resume from)."
+        return (f"Last good checkpoint: {ckpt} (weights checked finite and sane when written); continue from it "
+                f"with a lower lr: contrastkit train --resume {self.output_dir} --set train.lr=LR "
+                "--allow-change train.lr.")
+
+    def _check_sane(self, state: dict[str, Any], grad_norm_ok: bool) -> None:
+        """Refuse to checkpoint weights that blew up: stop naming why and the last good checkpoint."""
+        norm, start = _param_norm(self.encoder), state["start_param_norm"]
+        why = None
+        if not grad_norm_ok:
+            why = "a gradient norm was not finite since the last checkpoint"
+        elif not math.isfinite(norm):
+            why = f"the weights are not finite (norm {norm})"
+        elif start > 0 and norm > MAX_NORM_GROWTH * start:
+            why = (f"the weights' norm grew from {start:.4g} to {norm:.4g} (more than {MAX_NORM_GROWTH:g}x; "
+                   "the learning rate is likely far too high)")
+        if why is not None:
+            raise TrainingError(f"step {state['step']}: {why}; this checkpoint was not written and the run stopped. "
+                                f"{self._last_good()}")
+
+    def _checkpoint(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any,
+                    grad_norm_ok: bool = True) -> None:
+        self._check_sane(state, not _agree(not grad_norm_ok, self.encoder.device))
         training_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
                           "trainer": dict(state), "negatives": self.negatives.state_dict()}
         if distributed.is_distributed():  # every rank's dropout stream, so a resumed run stays exact
@@ -270,11 +333,18 @@ class Trainer:
             shutil.rmtree(model_dir, ignore_errors=True)
             tmp.rename(model_dir)
         else:
-            self.encoder.save(model_dir)
+            self._save_model(model_dir)
         (self.output_dir / "train_state.json").write_text(json.dumps(
             {k: state[k] for k in ("step", "epoch", "best_score", "samples") if k in state} |
             {"best_step": state.get("best_step")}, indent=2))
         return model_dir
+
+
+def _param_norm(model: torch.nn.Module) -> float:
+    """L2 norm of all trainable parameters together."""
+    with torch.no_grad():
+        norms = [p.detach().float().norm() for p in model.parameters() if p.requires_grad]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def _agree(flag: bool, device: torch.device) -> bool:
