@@ -195,3 +195,164 @@ def test_cli_build_add_search_delete(tiny_bert: Path, tmp_path: Path, capsys: py
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"txt": "no"}\n')
     assert main(["index", "add", "--store", store, "--input", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
+def test_empty_store_search_returns_no_hits(kind: str, tmp_path: Path) -> None:
+    st = Store.create(tmp_path / "s", DIM, kind)
+    assert st.search(vec(1)[0], 5) == [] and st.search(vec([1, 2]), 5) == [[], []]
+    assert st.search(vec(1)[0], 5, where={"a": 1}) == []
+    st.add(None, vec(np.arange(4)), ids=list("abcd"))
+    assert st.delete(list("abcd")) == 4
+    assert st.search(vec(1)[0], 3) == [] and len(st) == 0
+    with pytest.raises(DataError, match="where"):
+        st.search(vec(1)[0], 1, where={"a": [1]})  # a bad filter is still refused on an empty store
+    st.close()
+
+
+def test_k_is_capped_at_the_store_size(tmp_path: Path) -> None:
+    st = Store.create(tmp_path / "s", DIM, "exact")
+    st.add(None, vec(np.arange(200)), ids=[f"d{i}" for i in range(200)],
+           metadata=[{"odd": bool(i % 2)} for i in range(200)])
+    asked = []
+    real = st.index.search
+
+    def spy(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(k)
+        assert k <= 200, f"index asked for {k} slots"
+        return real(q, k)
+
+    st._index.search = spy  # type: ignore[method-assign]
+    hits = st.search(vec(3)[0], 100_000_000)
+    assert len(hits) == 200 and hits[0].id == "d3" and asked == [200]
+    assert len(st.search(vec(3)[0], 100_000_000, where={"odd": True})) == 100
+    st.close()
+
+
+def _corrupt_meta(path: Path, sql: str, *params: object) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(str(path / "store.db"))
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("defect, message", [
+    (("UPDATE meta SET value='0' WHERE key='format_version'",), "format_version' is 0"),
+    (("UPDATE meta SET value='-5' WHERE key='format_version'",), "format_version' is -5"),
+    (("UPDATE meta SET value='abc' WHERE key='format_version'",), "'abc', not an integer"),
+    (("UPDATE meta SET value='99' WHERE key='format_version'",), "newer than this contrastkit"),
+    (("DELETE FROM meta WHERE key='format_version'",), "no 'format_version'"),
+    (("DELETE FROM meta WHERE key='dim'",), "no 'dim'"),
+    (("UPDATE meta SET value='x' WHERE key='dim'",), "'dim' is 'x'"),
+    (("UPDATE meta SET value='annoy' WHERE key='kind'",), "'kind' is 'annoy'"),
+    (("UPDATE meta SET value='l2' WHERE key='metric'",), "'metric' is 'l2'"),
+    (("UPDATE meta SET value='[1' WHERE key='index_params'",), "index_params"),
+    (("UPDATE meta SET value='{\"nope\": 1}' WHERE key='index_params'",), "no parameter"),
+    (("UPDATE meta SET value='x' WHERE key='generation'",), "'generation'"),
+    (("DROP TABLE docs",), "tables meta/docs missing"),
+    (("UPDATE docs SET vector=x'0000' WHERE id='b'",), "row key 2 holds a vector of 2 bytes"),
+])
+def test_every_unreadable_store_gives_one_clear_error(defect: tuple, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store.create(path, DIM, "exact") as st:
+        st.add(None, vec([0, 1]), ids=["a", "b"])
+    for p in path.glob("index-*"):  # force a rebuild from SQLite, which reads every vector
+        import shutil
+
+        shutil.rmtree(p)
+    _corrupt_meta(path, *defect)
+    with pytest.raises(ConfigError, match="unreadable store") as err:
+        Store.open(path)
+    assert message in str(err.value) and str(path / "store.db") in str(err.value)
+
+
+@pytest.mark.parametrize("garbage", [b"this is not a database at all" * 100, b""])
+def test_a_corrupt_database_file_gives_a_clear_error(garbage: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store.create(path, DIM, "exact") as st:
+        st.add(None, vec([0, 1]), ids=["a", "b"])
+    db = path / "store.db"
+    db.write_bytes(garbage if garbage else db.read_bytes()[:3000])  # garbage, or a truncated file
+    with pytest.raises(ConfigError, match="unreadable store"):
+        Store.open(path)
+
+
+def test_build_is_atomic_and_a_rerun_works(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with pytest.raises(DataError, match="repeated"):
+        Store.build(path, DIM, "flat", embeddings=vec([0, 1, 2]), ids=["a", "b", "a"])
+    assert not path.exists() and not list(tmp_path.iterdir())  # nothing left behind, no temporary dir
+    with Store.build(path, DIM, "flat", embeddings=vec([0, 1, 2]), ids=["a", "b", "c"],
+                     metadata=[{"n": i} for i in range(3)], model="m") as st:
+        assert len(st) == 3 and st.model == "m" and st.search(vec(1)[0], 1)[0].id == "b"
+    with pytest.raises(ConfigError, match="not an empty directory"):
+        Store.build(path, DIM, embeddings=vec([0]))
+
+
+OTHER_PROCESS = textwrap.dedent(f"""
+    import sys, numpy as np
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from test_store import vec
+    from contrastkit.search import Store
+    with Store.open(sys.argv[1]) as st:
+        if sys.argv[2] == "add":
+            st.add(None, vec(np.arange(100, 110)), ids=[f"d{{i}}" for i in range(100, 110)],
+                   metadata=[{{"new": True}}] * 10)
+        else:
+            st.delete([f"d{{i}}" for i in range(0, 100) if i % 10 != 0])
+""")
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_an_open_store_sees_other_processes_commits(kind: str, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    path = tmp_path / "s"
+    served = Store.create(path, DIM, kind)  # stays open, as under 'contrastkit serve'
+    served.add(None, vec(np.arange(100)), ids=[f"d{i}" for i in range(100)])
+    assert served.search(vec(105)[0], 1)[0].id != "d105"
+    subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path), "add"], env=env, check=True, timeout=120)
+    assert len(served) == 110
+    assert served.search(vec(105)[0], 1)[0].id == "d105"  # unfiltered search sees the new rows
+    assert {h.id for h in served.search(vec(105)[0], 20, where={"new": True})} == {f"d{i}" for i in range(100, 110)}
+    subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path), "delete"], env=env, check=True, timeout=120)
+    hits = served.search(vec(55)[0], 5)
+    assert len(hits) == 5 and all(int(h.id[1:]) % 10 == 0 or int(h.id[1:]) >= 100 for h in hits)
+    # this process writes on top of the other's changes, and reopening agrees
+    served.add(None, vec([500]), ids=["d500"])
+    assert len(served.index) == len(served) == 21
+    served.close()
+    with Store.open(path) as again:
+        assert sorted(again.index.ids().tolist()) == again._sql_keys().tolist() and len(again) == 21
+
+
+def _tiny_encoder(tiny_bert: Path):
+    from contrastkit.encoders import Encoder
+
+    return Encoder.from_pretrained(str(tiny_bert))
+
+
+def test_store_refuses_another_model_unless_forced(tiny_bert: Path, tmp_path: Path) -> None:
+    from conftest import build_tiny_bert
+
+    from contrastkit.encoders import Encoder
+    from contrastkit.search.store import model_fingerprint
+
+    enc = _tiny_encoder(tiny_bert)
+    other = Encoder.from_pretrained(str(build_tiny_bert(tmp_path / "other", seed=1)))  # same dim, other weights
+    wider = Encoder.from_pretrained(str(build_tiny_bert(tmp_path / "wide", hidden=48)))
+    fp = model_fingerprint(enc)
+    assert fp["dim"] == 32 and model_fingerprint(_tiny_encoder(tiny_bert))["sha256"] == fp["sha256"]
+    st = Store.create(tmp_path / "s", enc.dim, model=str(tiny_bert), fingerprint=fp)
+    st.close()
+    st = Store.open(tmp_path / "s")
+    assert st.model == str(tiny_bert) and st.fingerprint == fp
+    st.check_model("copy", model_fingerprint(_tiny_encoder(tiny_bert)))  # the same weights pass
+    with pytest.raises(ConfigError, match="gives other embeddings.*--force"):
+        st.check_model("other", model_fingerprint(other))
+    st.check_model("other", model_fingerprint(other), force=True)
+    with pytest.raises(ConfigError, match="48-d"):
+        st.check_model("wide", model_fingerprint(wider), force=True)  # never comparable
+    st.close()
