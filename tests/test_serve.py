@@ -35,13 +35,12 @@ def encoder(tiny_bert: Path) -> Encoder:
 
 @pytest.fixture(scope="module")
 def server(encoder: Encoder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    encode = encoder_fn(encoder)
-    store = Store.create(tmp_path_factory.mktemp("srv") / "store", encoder.dim, "exact",
-                         encoder=lambda t: encode(t)[0])
+    fns = encoder_fn(encoder)
+    store = Store.create(tmp_path_factory.mktemp("srv") / "store", encoder.dim, "exact", encoder=fns.encode)
     docs = make_sentences(40, seed=3)
     store.add(docs, ids=[f"doc{i}" for i in range(40)], metadata=[{"half": i % 2} for i in range(40)])
-    app = create_app(encode, model_name="tiny", dim=encoder.dim, store=store, api_key=KEY, max_batch=16,
-                     max_text_chars=200, max_wait_ms=30)
+    app = create_app(fns, model_name="tiny", dim=encoder.dim, store=store, api_key=KEY, max_batch=16,
+                     max_text_chars=200, max_request_tokens=400, max_body_bytes=1 << 20, max_wait_ms=30)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -119,17 +118,17 @@ def test_similarity_and_search(server: dict[str, Any]) -> None:
     ("/v1/embeddings", {"input": ""}, 400, "empty"),
     ("/v1/embeddings", {"input": [[1, 2, 3]]}, 400, "token-id"),
     ("/v1/embeddings", {"input": [1, 2, 3]}, 400, "token-id"),
-    ("/v1/embeddings", {"input": ["ok", 5]}, 422, "input"),
-    ("/v1/embeddings", {"input": 5}, 422, "input"),
-    ("/v1/embeddings", {}, 422, "input"),
+    ("/v1/embeddings", {"input": ["ok", 5]}, 400, "input"),
+    ("/v1/embeddings", {"input": 5}, 400, "input"),
+    ("/v1/embeddings", {}, 400, "input"),
     ("/v1/embeddings", {"input": ["a"] * 17}, 413, "at most 16"),
     ("/v1/embeddings", {"input": ["a" * 201]}, 413, "limit is 200"),
-    ("/v1/embeddings", {"input": "a", "encoding_format": "int8"}, 422, "encoding_format"),
+    ("/v1/embeddings", {"input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
     ("/v1/embeddings", {"input": "a", "dimensions": 1000}, 400, "dimensions"),
     ("/v1/similarity", {"texts1": ["a"], "texts2": []}, 400, "equally long"),
-    ("/v1/similarity", {"pairs": [["a"]]}, 422, "pairs"),
-    ("/v1/search", {"query": "a", "k": 0}, 422, "k"),
-    ("/v1/search", {"query": "a", "where": {"x": [1]}}, 422, "where"),
+    ("/v1/similarity", {"pairs": [["a"]]}, 400, "pairs"),
+    ("/v1/search", {"query": "a", "k": 0}, 400, "k"),
+    ("/v1/search", {"query": "a", "where": {"x": [1]}}, 400, "where"),
 ])
 def test_bad_requests_get_clear_4xx(server: dict[str, Any], path: str, body: Any, status: int, words: str) -> None:
     r = _post(server, path, json=body)

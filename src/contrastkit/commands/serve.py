@@ -4,6 +4,43 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+from typing import Any
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _url(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a listening socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(config: Any) -> Any:
+    """A uvicorn server that prints ``listening on http://HOST:PORT`` once its socket accepts requests."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn.Server plus the ready line (the real port, also for ``--port 0``)."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            """Start as uvicorn does, then announce where."""
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                for srv in self.servers:
+                    for sock in srv.sockets:
+                        print(f"listening on {_url(sock)}", flush=True)  # type: ignore[arg-type]
+
+    return Server(config)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -14,18 +51,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from contrastkit.serve import create_app, encoder_fn
 
     enc = Encoder.from_pretrained(args.model)
-    encode = encoder_fn(enc, batch_size=args.encode_batch_size)
+    fns = encoder_fn(enc, batch_size=args.encode_batch_size)
     store = None
     if args.store:
-        store = Store.open(args.store, encoder=lambda texts: encode(texts)[0])
+        store = Store.open(args.store, encoder=fns.encode)
         from contrastkit.search.store import model_fingerprint
 
         store.check_model(args.model, model_fingerprint(enc), force=args.force)  # another model: refused
     api_key = args.api_key or os.environ.get("CONTRASTKIT_API_KEY") or None
-    app = create_app(encode, model_name=args.model_name or args.model, dim=enc.dim, store=store, api_key=api_key,
-                     max_batch=args.max_batch, max_text_chars=args.max_text_chars, max_wait_ms=args.max_wait_ms)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        app = create_app(fns, model_name=args.model_name or args.model, model_aliases=[args.model], dim=enc.dim,
+                         store=store, api_key=api_key, max_batch=args.max_batch, max_text_chars=args.max_text_chars,
+                         max_request_tokens=args.max_request_tokens, max_body_bytes=args.max_body_bytes,
+                         max_wait_ms=args.max_wait_ms)
+        _server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
     finally:
         if store is not None:
             store.close()
@@ -34,18 +73,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add the ``serve`` command."""
-    p = sub.add_parser("serve", help="serve embeddings / similarity / search over HTTP (OpenAI-compatible)")
+    p = sub.add_parser("serve", help="serve embeddings / similarity / search over HTTP (OpenAI-compatible)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Prints 'listening on http://HOST:PORT' when it accepts requests.")
     p.add_argument("--model", required=True, help="model dir, hub name or alias")
-    p.add_argument("--model-name", help="name reported in responses (default: --model)")
+    p.add_argument("--model-name", help="name reported in responses; requests may name it or --model "
+                                        "(default: --model)")
     p.add_argument("--store", help="store directory for /v1/search (see 'contrastkit index build')")
     p.add_argument("--force", action="store_true",
                    help="serve --store even when it was built by another model (default: refuse)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set $CONTRASTKIT_API_KEY)")
-    p.add_argument("--max-batch", type=int, default=256, help="most texts per request and per encode call")
-    p.add_argument("--max-text-chars", type=int, default=20_000, help="longest text accepted, in characters")
+    p.add_argument("--max-batch", type=_positive_int, default=256, help="most texts per request and per encode call")
+    p.add_argument("--max-text-chars", type=_positive_int, default=20_000, help="longest text accepted, in characters")
+    p.add_argument("--max-request-tokens", type=_positive_int, default=32_768,
+                   help="most tokens per request (after truncation to the model's max length)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=8 << 20,
+                   help="largest request body, also for chunked bodies")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    p.add_argument("--encode-batch-size", type=int, default=64, help="model forward batch size")
-    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--encode-batch-size", type=_positive_int, default=64, help="model forward batch size")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level")
     p.set_defaults(func=_cmd_serve)

@@ -1,6 +1,6 @@
 """HTTP service: OpenAI-compatible embeddings, similarity and store search, with request micro-batching."""
 
-from .app import ApiError, create_app, encoder_fn
+from .app import ApiError, EncodeFns, create_app, encoder_fn
 from .batcher import BatchStats, MicroBatcher
 
-__all__ = ["ApiError", "BatchStats", "MicroBatcher", "create_app", "encoder_fn"]
+__all__ = ["ApiError", "BatchStats", "EncodeFns", "MicroBatcher", "create_app", "encoder_fn"]

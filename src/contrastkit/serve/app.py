@@ -1,98 +1,221 @@
 """HTTP service: OpenAI-compatible ``/v1/embeddings``, ``/v1/similarity``, ``/v1/search`` and ``/healthz``.
 
-Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for invalid
-JSON, empty input or unsupported token-id input, 401 for a missing or wrong API key, 413 for
-too many inputs (``max_batch``), a text longer than ``max_text_chars`` or an oversized body,
-422 for wrong types. Embeddings are the model's own (normalised only if the model says so);
-``dimensions`` keeps the first d components and re-normalises them (Matryoshka-style, as
-OpenAI's text-embedding-3 models do). ``usage`` counts the model tokenizer's tokens.
+Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for a body that
+is not valid JSON, has a wrong type (strict: ``true`` is not a number), an unknown field, empty
+input, token-id input or a text the tokenizer rejects; 401 for a missing or wrong API key (checked
+before the body is read); 404 for a ``model`` this server does not serve; 413 for too many texts
+(``max_batch``), a text longer than ``max_text_chars``, more than ``max_request_tokens`` tokens or
+a body over ``max_body_bytes`` (counted while reading, chunked bodies included); 500 without
+internals (the traceback goes to the server log). Bodies are parsed and texts tokenized in worker
+threads, so ``/healthz`` answers while requests are parsed or encoded. A request whose client
+disconnects is dropped from the batcher's queue. Embeddings are the model's own (normalised only if
+the model says so); ``dimensions`` keeps the first d components and re-normalises them
+(Matryoshka-style, as OpenAI's text-embedding-3 models do). ``usage`` counts the model tokenizer's
+tokens (after truncation to the model's ``max_length``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, Union
 
+import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from contrastkit.errors import ContrastkitError
-from contrastkit.serve.batcher import EncodeWithCounts, MicroBatcher
+from contrastkit.serve.batcher import MicroBatcher
 
-__all__ = ["ApiError", "create_app", "encoder_fn"]
+__all__ = ["ApiError", "EncodeFns", "create_app", "encoder_fn"]
+
+_log = logging.getLogger("contrastkit.serve")
+
+MAX_ITEMS = 65_536  # structural cap on any list in a request body (the configured limits are lower)
+MAX_TOKEN_IDS = 8_192  # longest token-id list parsed (token ids are refused, but cheaply)
+MAX_WHERE_FIELDS = 64
+_INT64 = 2**63
 
 
 class ApiError(Exception):
     """An error answered to the client with an HTTP status and a clear message."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 kind: str = "invalid_request_error") -> None:
+                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
+        self.headers, self.code = headers, code
 
 
 def _error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
+           headers: dict[str, str] | None = None, code: str | int | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param,
+                                   "code": status if code is None else code}},
                         status_code=status, headers=headers)
+
+
+@dataclass(frozen=True)
+class EncodeFns:
+    """The model as the service uses it: ``encode(texts) -> (n, dim)`` and ``count_tokens(texts) -> [int]``.
+
+    ``count_tokens`` runs once per request before it joins a batch: it must raise on input the
+    model cannot take (so that request alone gets a 400) and returns the tokens each text costs.
+    """
+
+    encode: Callable[[list[str]], np.ndarray]
+    count_tokens: Callable[[list[str]], list[int]]
+
+
+def encoder_fn(encoder: Any, *, batch_size: int = 64) -> EncodeFns:
+    """Adapt a contrastkit Encoder to the service: batched ``encode`` plus the tokenizer's per-text counts."""
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(encoder.encode(texts, batch_size=batch_size), dtype=np.float32)
+
+    def count_tokens(texts: list[str]) -> list[int]:
+        ids = encoder.tokenizer(encoder.prepare(texts), truncation=True, max_length=encoder.max_length)["input_ids"]
+        return [len(x) for x in ids]
+
+    return EncodeFns(encode, count_tokens)
+
+
+# -- request bodies (strict: no bool-as-int, no str-as-number, unknown fields refused) ----------------
+_STRICT = ConfigDict(strict=True, extra="forbid")
+_TAGS = {"text", "texts", "ids", "id_lists", "str", "bool", "int", "float", "null"}
+
+
+def _input_kind(value: Any) -> str:
+    """Which form an ``input`` takes, from its first element (so a bad list is validated once, not four times)."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list) and value:
+        if isinstance(value[0], int) and not isinstance(value[0], bool):
+            return "ids"
+        if isinstance(value[0], list):
+            return "id_lists"
+    return "texts"
+
+
+def _value_kind(value: Any) -> str:
+    """The JSON type of a ``where`` value, so a huge integer is checked as an integer (not turned into a float)."""
+    if value is None:
+        return "null"
+    for name, typ in (("bool", bool), ("int", int), ("float", float)):
+        if isinstance(value, typ):
+            return name
+    return "str"
+
+
+Texts = Annotated[list[str], Field(max_length=MAX_ITEMS)]
+TokenIds = Annotated[list[int], Field(max_length=MAX_TOKEN_IDS)]
+EmbeddingInput = Annotated[Union[
+    Annotated[str, Tag("text")],
+    Annotated[Texts, Tag("texts")],
+    Annotated[TokenIds, Tag("ids")],
+    Annotated[Annotated[list[TokenIds], Field(max_length=MAX_ITEMS)], Tag("id_lists")],
+], Discriminator(_input_kind)]
+WhereValue = Annotated[Union[
+    Annotated[None, Tag("null")],
+    Annotated[bool, Tag("bool")],
+    Annotated[int, Field(ge=-_INT64, lt=_INT64), Tag("int")],
+    Annotated[float, Field(allow_inf_nan=False), Tag("float")],
+    Annotated[str, Field(max_length=10_000), Tag("str")],
+], Discriminator(_value_kind)]
+ModelName = Annotated[str, StringConstraints(max_length=256)]
 
 
 class EmbeddingRequest(BaseModel):
     """OpenAI embeddings request."""
 
-    input: str | list[str] | list[int] | list[list[int]] = Field(description="text or list of texts")
-    model: str | None = None
+    model_config = _STRICT
+    input: EmbeddingInput = Field(description="text or list of texts")
+    model: ModelName | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None
+    user: Annotated[str, StringConstraints(max_length=256)] | None = None
 
 
 class SimilarityRequest(BaseModel):
     """Cosine similarity of text pairs: ``pairs`` or two equally long lists ``texts1`` / ``texts2``."""
 
-    pairs: list[tuple[str, str]] | None = None
-    texts1: list[str] | None = None
-    texts2: list[str] | None = None
-    model: str | None = None
+    model_config = _STRICT
+    pairs: Annotated[list[tuple[str, str]], Field(max_length=MAX_ITEMS)] | None = None
+    texts1: Texts | None = None
+    texts2: Texts | None = None
+    model: ModelName | None = None
 
 
 class SearchRequest(BaseModel):
     """Search the store with query text(s), ``k`` hits each, optional metadata equality filter ``where``."""
 
-    query: str | list[str]
+    model_config = _STRICT
+    query: str | Texts
     k: int = Field(default=10, ge=1, le=1000)
-    where: dict[str, str | int | float | bool | None] | None = None
+    where: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], WhereValue],
+                     Field(max_length=MAX_WHERE_FIELDS)] | None = None
+    model: ModelName | None = None
 
 
-def encoder_fn(encoder: Any, *, batch_size: int = 64) -> EncodeWithCounts:
-    """Adapt a contrastkit Encoder to the batcher: embeddings plus per-text token counts."""
+def _validation_message(err: ValidationError) -> tuple[str, str | None]:
+    """One readable line for a pydantic error (at most 5 problems), and the first offending parameter."""
+    errors = err.errors(include_url=False, include_input=False, include_context=True)
+    if any(e["type"] == "json_invalid" for e in errors):
+        ctx = str(errors[0].get("ctx", {}).get("error", ""))
+        if "hex escape" in ctx:
+            ctx += "; a \\uXXXX escape must be a valid Unicode character (no lone surrogate)"
+        return f"request body is not valid JSON ({ctx})".replace(" ()", ""), None
+    parts, first = [], None
+    for e in errors[:5]:
+        loc = [str(x) for x in e.get("loc", ()) if x not in _TAGS]
+        first = first or (loc[0] if loc else None)
+        msg = e.get("msg", "invalid")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more, first
 
-    def fn(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        emb = np.asarray(encoder.encode(texts, batch_size=batch_size), dtype=np.float32)
-        ids = encoder.tokenizer(encoder.prepare(texts), truncation=True, max_length=encoder.max_length)["input_ids"]
-        return emb, [len(x) for x in ids]
 
-    return fn
+M = TypeVar("M", bound=BaseModel)
 
 
-def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: Any = None,
-               api_key: str | None = None, max_batch: int = 256, max_text_chars: int = 20_000,
-               max_wait_ms: float = 5.0) -> FastAPI:
-    """The FastAPI app; ``encode(texts) -> (embeddings, token counts)`` is called from one worker thread."""
+def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, api_key: str | None = None,
+               model_aliases: Sequence[str] = (), max_batch: int = 256, max_text_chars: int = 20_000,
+               max_request_tokens: int = 32_768, max_body_bytes: int = 8 << 20, max_wait_ms: float = 5.0,
+               parse_threads: int = 4) -> FastAPI:
+    """The FastAPI app; ``fns.encode`` is called from one worker thread with merged batches.
+
+    ``model_aliases``: further names a request's ``model`` may use. ``parse_threads``: most
+    bodies parsed or tokenized at once (apart from the threads that answer ``/healthz``).
+    """
     if store is not None and store.dim != dim:
         raise ContrastkitError(f"store dim {store.dim} != model dim {dim}: the store was built with another model")
-    batcher = MicroBatcher(encode, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
-    max_body = max_batch * max_text_chars * 6 + (1 << 20)  # UTF-8 and JSON escaping headroom
+    for name, value in (("max_batch", max_batch), ("max_text_chars", max_text_chars),
+                        ("max_request_tokens", max_request_tokens), ("max_body_bytes", max_body_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ContrastkitError(f"{name} must be a positive integer, got {value!r}")
+    if max_batch > MAX_ITEMS:
+        raise ContrastkitError(f"max_batch must be at most {MAX_ITEMS:,}, got {max_batch:,}")
+    batcher = MicroBatcher(fns.encode, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+    served = {model_name, *model_aliases}
+    key = None if api_key is None else api_key.encode("utf-8")
+    limiter: list[anyio.CapacityLimiter] = []  # created on the server's event loop
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter.append(anyio.CapacityLimiter(parse_threads))
         await batcher.start()
         yield
         await batcher.stop()
@@ -104,19 +227,7 @@ def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: An
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        return _error(err.status, err.message, err.param, err.kind)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = err.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            ctx = errors[0].get("ctx", {}).get("error", "")
-            return _error(400, f"request body is not valid JSON ({ctx})".replace(" ()", ""))
-        parts = []
-        for e in errors[:5]:
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-            parts.append(f"{loc}: {e.get('msg')}")
-        return _error(422, "invalid request: " + "; ".join(parts), errors[0].get("loc", [None])[-1] if errors else None)
+        return _error(err.status, err.message, err.param, err.kind, err.headers, err.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -126,27 +237,64 @@ def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: An
     async def _ck(_: Request, err: ContrastkitError) -> JSONResponse:
         return _error(400, str(err))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, __: ClientDisconnect) -> JSONResponse:
+        return _error(499, "client closed the request")
+
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(err).__name__}: {err}", kind="server_error")
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        _log.error("internal error answering %s %s", request.method, request.url.path, exc_info=err)
+        return _error(500, "internal server error (details are in the server log)", kind="server_error")
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            return _error(413, f"request body of {int(length):,} bytes exceeds the limit of {max_body:,} bytes")
-        return await call_next(request)
+    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter[0] if limiter else None)
 
-    async def auth(request: Request) -> None:
-        if api_key is None:
+    bearer = HTTPBearer(auto_error=False, description="the server's --api-key")
+
+    async def auth(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        """Refuse a missing or wrong key before the body is read (constant-time comparison)."""
+        if key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != api_key:
+        given = cred.credentials.encode("latin-1") if cred is not None else b""
+        if not hmac.compare_digest(given, key):
+            has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
             raise ApiError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           kind="authentication_error")
+                           kind="authentication_error",
+                           headers={"WWW-Authenticate": "Bearer", **({"Connection": "close"} if has_body else {})})
 
-    def check_texts(texts: list[str], param: str) -> None:
+    def too_large(size: str) -> ApiError:
+        return ApiError(413, f"request body of {size} bytes exceeds the limit of {max_body_bytes:,} bytes "
+                             f"(--max-body-bytes)", headers={"Connection": "close"})
+
+    def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+        async def read(request: Request) -> M:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_body_bytes:
+                raise too_large(f"{int(declared):,}")
+            chunks, size = [], 0
+            async for chunk in request.stream():  # counts chunked bodies too; stops at the limit
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise too_large(f"more than {max_body_bytes:,}")
+                chunks.append(chunk)
+            try:
+                return await in_thread(model.model_validate_json, b"".join(chunks))
+            except ValidationError as err:
+                message, param = _validation_message(err)
+                raise ApiError(400, message, param) from None
+
+        return read
+
+    def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema()
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name not in served:
+            raise ApiError(404, f"model {name[:80]!r} is not served here; this server serves "
+                                f"{', '.join(repr(s) for s in sorted(served))}", "model", code="model_not_found")
+
+    def check_texts(texts: Sequence[str], param: str) -> None:
         if not texts:
             raise ApiError(400, f"'{param}' is empty: send at least one text", param)
         if len(texts) > max_batch:
@@ -159,17 +307,56 @@ def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: An
                 raise ApiError(413, f"'{param}'[{i}] has {len(t):,} characters; the limit is {max_text_chars:,} "
                                     f"(--max-text-chars)", param)
 
+    def count_tokens(texts: list[str], param: str) -> list[int]:
+        try:
+            counts = fns.count_tokens(texts)
+        except Exception:  # noqa: BLE001 - find the text the tokenizer refuses, answer 400 for it alone
+            for i, t in enumerate(texts):
+                try:
+                    fns.count_tokens([t])
+                except Exception:  # noqa: BLE001
+                    raise ApiError(400, f"'{param}'[{i}] cannot be tokenized by the model's tokenizer "
+                                        f"(for example a lone surrogate or other invalid Unicode)", param) from None
+            raise
+        total = int(sum(counts))
+        if total > max_request_tokens:
+            raise ApiError(413, f"'{param}' holds {total:,} tokens; this server accepts at most "
+                                f"{max_request_tokens:,} per request (--max-request-tokens)", param)
+        return counts
+
+    async def wait_disconnect(request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def encode(request: Request, texts: list[str], param: str) -> tuple[np.ndarray, int]:
+        """Embeddings and token count of a request's texts; dropped from the queue if the client goes away."""
+        counts = await in_thread(count_tokens, texts, param)
+        job = asyncio.ensure_future(batcher.encode(texts))
+        gone = asyncio.ensure_future(wait_disconnect(request))
+        try:
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not job.done():
+                job.cancel()  # cancels its queue entry: the batcher skips it
+        if job.cancelled():
+            raise ClientDisconnect()
+        return job.result(), int(sum(counts))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness, the model, the store size and batching counters."""
         s = batcher.stats
         return {"status": "ok", "model": model_name, "dim": dim,
                 "store": None if store is None else await run_in_threadpool(len, store),
-                "requests": s.requests, "encode_calls": s.encode_calls, "texts": s.texts}
+                "requests": s.requests, "encode_calls": s.encode_calls, "texts": s.texts,
+                "failed": s.failed, "dropped": s.dropped}
 
-    @app.post("/v1/embeddings", dependencies=[Depends(auth)])
-    async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:
+    @app.post("/v1/embeddings", dependencies=[Depends(auth)], openapi_extra=body_schema(EmbeddingRequest))
+    async def embeddings(request: Request,
+                         req: EmbeddingRequest = Depends(json_body(EmbeddingRequest))) -> dict[str, Any]:
         """OpenAI-compatible embeddings."""
+        check_model(req.model)
         inp = req.input
         texts = [inp] if isinstance(inp, str) else inp
         if texts and not all(isinstance(t, str) for t in texts):
@@ -178,7 +365,7 @@ def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: An
         check_texts(texts, "input")  # type: ignore[arg-type]
         if req.dimensions is not None and req.dimensions > dim:
             raise ApiError(400, f"dimensions={req.dimensions} exceeds the model's {dim}", "dimensions")
-        emb, counts = await batcher.encode(texts)  # type: ignore[arg-type]
+        emb, tokens = await encode(request, texts, "input")  # type: ignore[arg-type]
         if req.dimensions is not None and req.dimensions < dim:
             emb = emb[:, :req.dimensions]
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -187,13 +374,14 @@ def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: An
             value: Any = (base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
                           if req.encoding_format == "base64" else row.tolist())
             data.append({"object": "embedding", "index": i, "embedding": value})
-        tokens = int(sum(counts))
-        return {"object": "list", "data": data, "model": req.model or model_name,
+        return {"object": "list", "data": data, "model": model_name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-    @app.post("/v1/similarity", dependencies=[Depends(auth)])
-    async def similarity(req: SimilarityRequest) -> dict[str, Any]:
+    @app.post("/v1/similarity", dependencies=[Depends(auth)], openapi_extra=body_schema(SimilarityRequest))
+    async def similarity(request: Request,
+                         req: SimilarityRequest = Depends(json_body(SimilarityRequest))) -> dict[str, Any]:
         """Cosine similarity of each pair."""
+        check_model(req.model)
         if req.pairs is not None:
             if req.texts1 is not None or req.texts2 is not None:
                 raise ApiError(400, "send either 'pairs' or 'texts1' + 'texts2', not both")
@@ -210,22 +398,23 @@ def create_app(encode: EncodeWithCounts, *, model_name: str, dim: int, store: An
         unique = list(dict.fromkeys([*a, *b]))
         if len(unique) > max_batch:
             raise ApiError(413, f"{len(unique)} distinct texts; at most {max_batch} per request (--max-batch)")
-        emb, counts = await batcher.encode(unique)
+        emb, tokens = await encode(request, unique, "pairs" if req.pairs is not None else "texts1")
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         pos = {t: i for i, t in enumerate(unique)}
         scores = [float(emb[pos[x]] @ emb[pos[y]]) for x, y in zip(a, b)]
-        tokens = int(sum(counts))
-        return {"object": "list", "scores": scores, "model": req.model or model_name,
+        return {"object": "list", "scores": scores, "model": model_name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-    @app.post("/v1/search", dependencies=[Depends(auth)])
-    async def search(req: SearchRequest) -> dict[str, Any]:
+    @app.post("/v1/search", dependencies=[Depends(auth)], openapi_extra=body_schema(SearchRequest))
+    async def search(request: Request,
+                     req: SearchRequest = Depends(json_body(SearchRequest))) -> dict[str, Any]:
         """Top-k documents of the store for each query text."""
+        check_model(req.model)
         if store is None:
             raise ApiError(400, "this server has no store: start it with 'contrastkit serve --store DIR'")
         queries = [req.query] if isinstance(req.query, str) else req.query
         check_texts(queries, "query")
-        emb, _ = await batcher.encode(queries)
+        emb, _ = await encode(request, queries, "query")
         hits = await run_in_threadpool(store.search, emb, req.k, req.where)
         data = [{"index": i, "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
                                       for h in row]} for i, row in enumerate(hits)]
