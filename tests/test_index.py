@@ -92,3 +92,15 @@ def test_bad_arguments_are_clear() -> None:
     ivf = build_index("ivfpq", 8, nlist=4, nbits=8)
     with pytest.raises(ConfigError, match="at least 256 vectors"):
         ivf.add(np.ones((10, 8), np.float32))
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat"])
+def test_search_of_an_empty_index_returns_no_ids(kind: str) -> None:
+    ix = build_index(kind, 8)
+    q = np.ones((2, 8), np.float32)
+    scores, ids = ix.search(q, 3)
+    assert ids.shape == (2, 3) and (ids == -1).all() and np.isinf(scores).all()
+    ix.add(np.eye(8, dtype=np.float32)[:2], [5, 6])
+    ix.remove([5, 6])
+    scores, ids = ix.search(q, 3)
+    assert (ids == -1).all()
