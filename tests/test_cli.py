@@ -100,3 +100,120 @@ def test_resume_may_change_operational_settings_only(tiny_bert: Path, tmp_path: 
     assert main(["train", str(cfg), "--resume", "--set", "train.num_threads=1"]) == 0
     assert "continuing from step-00000001" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 2
+
+
+def test_resume_a_run_dir_reuses_its_saved_config(tiny_bert: Path, tmp_path: Path, capsys):
+    cfg = _write_config(tmp_path, tiny_bert, checkpoint_every=1)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--set", "train.max_steps=2", "--set", "model.max_length=12"]) == 0
+    capsys.readouterr()
+    # the README's line: the run's own config.yaml, with its --set values, is reused
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "continuing from step-00000002" in capsys.readouterr().out
+    # the original file without the --set values differs: each key is named, with the flag that accepts it
+    assert main(["train", str(cfg), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "model.max_length: 12 (saved) -> 32 (now)" in err and "train.max_steps: 2 (saved) -> None (now)" in err
+    assert "--allow-change model.max_length --allow-change train.max_steps" in err
+    assert main(["train", "--resume", str(run), "--set", "train.lr=1e-4"]) == 2
+    assert "train.lr: 3e-05 (saved) -> 0.0001 (now)" in capsys.readouterr().err
+
+
+def test_resume_accepts_named_changes_and_trains_with_them(tiny_bert: Path, tmp_path: Path, capsys):
+    cfg = _write_config(tmp_path, tiny_bert, checkpoint_every=1, max_steps=2, lr=1e-3, log_every=1)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg)]) == 0
+    assert main(["train", "--resume", str(run), "--set", "train.lr=1e-4", "--set", "train.max_steps=4",
+                 "--allow-change", "train.lr", "--allow-change", "train.max_steps"]) == 0
+    out = capsys.readouterr().out
+    assert "train.lr changed from 0.001 to 0.0001 (allowed)" in out and "continuing from step-00000002" in out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["train"]["lr"], saved["train"]["max_steps"]) == (1e-4, 4)
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r}
+    assert lrs[3] == pytest.approx(1e-4 / 4)
+    assert main(["train", str(cfg), "--allow-change", "train.lr"]) == 2
+    assert "--allow-change applies only with --resume" in capsys.readouterr().err
+
+
+def test_train_needs_a_config_or_a_run_dir(tmp_path: Path, capsys):
+    assert main(["train"]) == 2
+    assert "--resume RUN_DIR" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_no_checkpoint_notice_is_given_once(tiny_bert: Path, tmp_path: Path, capsys, caplog):
+    cfg = _write_config(tmp_path, tiny_bert, max_steps=1)
+    assert main(["train", str(cfg), "--resume"]) == 0
+    out, err = capsys.readouterr()
+    shown = (out + err).count("no checkpoint") + sum("no checkpoint" in r.getMessage() for r in caplog.records)
+    assert shown == 1
+
+
+def test_missing_dev_data_trains_without_evaluation_after_one_warning(tiny_bert: Path, tmp_path: Path, capsys):
+    cfg = _write_config(tmp_path, tiny_bert, max_steps=2)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    assert main(["train", str(cfg), "--set", "eval.tasks=[STSBenchmark-dev]", "--set", f"eval.data_dir={empty}"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out[out.index("{"):])["steps"] == 2
+    warnings = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 1, err
+    for needle in ("STSBenchmark-dev", "training without evaluation", "--set eval.tasks=[]",
+                   "--set eval.data_dir=DIR", "$CONTRASTKIT_DATA", str(empty)):
+        assert needle in warnings[0]
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_version_flag(capsys):
+    from contrastkit import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"contrastkit {__version__}"
+
+
+def _parsers(parser, path=("contrastkit",)):
+    import argparse
+
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_option_has_help_and_help_shows_defaults():
+    import argparse
+
+    from contrastkit.cli import build_parser
+
+    missing = []
+    for name, parser in _parsers(build_parser()):
+        if name.startswith("contrastkit index"):  # commands/index.py is being reworked elsewhere (issue 10, part 5)
+            continue
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, f"options without help: {missing}"
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["eval"]._subparsers
+                         ._group_actions[0].choices["sts"].format_help().split())
+    assert "texts per forward pass (default: 128)" in help_text and "(default: fp32)" in help_text
+
+
+def test_help_and_missing_data_error_agree_on_where_data_is_looked_for(tmp_path: Path, capsys, monkeypatch):
+    from contrastkit.evaluation.senteval import DATA_SEARCH_ORDER
+
+    monkeypatch.setenv("CONTRASTKIT_DATA", str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["eval", "sts", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert DATA_SEARCH_ORDER in help_text
+    from contrastkit.evaluation.senteval import load_sts_task
+
+    with pytest.raises(DataNotFoundError) as exc:
+        load_sts_task("STSBenchmark-dev", data_dir=tmp_path, hub=False)
+    message = " ".join(str(exc.value).split())
+    assert DATA_SEARCH_ORDER in message and "Provide it with --data-dir DIR" in message

@@ -113,3 +113,56 @@ def test_build_loss_binds_only_the_losses_own_parameters():
                                   "loss": {"name": "triplet", "margin": 0.3}}).loss)
     a = torch.randn(4, 8)
     assert torch.isfinite(fn(a, a + 0.1, torch.randn(4, 8)))
+
+
+def test_duplicate_yaml_keys_are_refused_naming_key_and_lines(tmp_path: Path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("data: {source: a.txt}\nmodel: {backbone: m}\ntrain:\n  lr: 1.0e-5\n  batch_size: 8\n  lr: 5.0\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml.*duplicate key 'lr' \(first at line 4, again at line 6\)"):
+        load_config(path)
+
+
+def test_exponent_floats_in_yaml_files_are_numbers(tmp_path: Path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("data: {source: a.txt}\nmodel: {backbone: m}\ntrain: {lr: 3e-5, weight_decay: 1E-2}\n")
+    cfg = load_config(path)
+    assert (cfg.train.lr, cfg.train.weight_decay) == (3e-5, 0.01)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lr=[", r"--set train\.lr=\[: not a valid value"),
+    ("train.lr=!!python/object/apply:os.system [echo hi]", r"--set train\.lr=.*not a valid value.*python/object"),
+    ("train..lr=1", r"dotted key"),
+])
+def test_bad_set_values_are_clear_errors(item: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides({}, [item])
+
+
+def test_types_are_strict_no_bool_or_text_for_numbers():
+    with pytest.raises(ConfigError, match=r"'train\.batch_size': Input should be a valid integer \(got True\)"):
+        build_config(apply_overrides({**BASE}, ["train.batch_size=true"]))
+    with pytest.raises(ConfigError, match=r"'train\.lr'.*\(got True\)"):
+        build_config({**BASE, "train": {"lr": True}})
+    with pytest.raises(ConfigError, match=r"'data\.streaming'.*\(got 1\)"):
+        build_config({**BASE, "data": {"source": "x.txt", "streaming": 1}})
+    from pydantic import ValidationError
+
+    from contrastkit.config import MiningConfig
+
+    with pytest.raises(ValidationError, match=r"rank_window\.0"):
+        MiningConfig(rank_window=[True, 5])
+    # what is meant stays accepted: an int for a float, a list for a pair, a Path for a path
+    cfg = build_config({**BASE, "train": {"lr": 1, "output_dir": Path("runs/x")}})
+    assert (cfg.train.lr, cfg.train.output_dir) == (1.0, "runs/x")
+    assert MiningConfig.model_validate({"rank_window": [1, 5]}).rank_window == (1, 5)
+
+
+def test_config_differences_name_each_changed_key():
+    from contrastkit.config import config_differences
+
+    a = build_config(BASE)
+    b = build_config({**BASE, "train": {"lr": 1e-5, "progress": False}, "eval": {"tasks": []}})
+    assert config_differences(a, b) == {"train.lr": (3e-5, 1e-5), "train.progress": (True, False),
+                                        "eval.tasks": (["STSBenchmark-dev"], [])}
+    assert set(config_differences(a, b, ignore=["train.progress"])) == {"train.lr", "eval.tasks"}

@@ -178,3 +178,106 @@ def test_a_source_that_yields_nothing_is_an_error_not_a_hang(tiny_bert: Path, tm
 
     with pytest.raises(TrainingError, match="yielded no batch"):
         Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, _cfg(tmp_path)).fit(Empty())
+
+
+def test_max_steps_wins_over_epochs(tiny_bert: Path, tmp_path: Path):
+    """40 examples in batches of 8 are 5 steps an epoch; max_steps=12 with epochs=1 runs 12 (as HF's Trainer)."""
+    cfg = _cfg(tmp_path, epochs=1, max_steps=12, checkpoint_every=100)
+    result = Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, cfg).fit(
+        RandomBatches(_examples(), 8, seed=1))
+    assert result.steps == 12
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["step"] == 12 and state["epoch"] == 2 and state["samples"] == 12 * 8
+
+
+def test_time_based_checkpoint_saves_a_run_killed_before_checkpoint_every(tiny_bert: Path, tmp_path: Path):
+    calls = {"n": 0}
+
+    def killed_at_third_batch(a, p, n):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return _loss(a, p, n)
+
+    cfg = _cfg(tmp_path, checkpoint_every=250, checkpoint_minutes=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(Encoder.from_pretrained(str(tiny_bert)), killed_at_third_batch, embed_batch, cfg).fit(
+            RandomBatches(_examples(), 8, seed=1))
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-00000002"
+    assert TrainConfig().checkpoint_minutes == 10
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_exploded_weights_never_become_the_last_good_checkpoint(tiny_bert: Path, tmp_path: Path, capsys):
+    """lr=1e9 after two good steps: the step-3 checkpoint is refused, step 2 stays the one to resume from."""
+    ckpts = tmp_path / "run" / "checkpoints"
+    Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, _cfg(tmp_path, max_steps=2)).fit(
+        RandomBatches(_examples(), 8, seed=1))
+    good = _weights(ckpts / "step-00000002")
+    blown = _cfg(tmp_path, max_steps=5, lr=1e9)
+    with pytest.raises(TrainingError, match=r"(?s)step 3: the weights' norm grew.*not written.*"
+                                            r"Last good checkpoint: .*step-00000002.*--allow-change train\.lr"):
+        Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, blown).fit(
+            RandomBatches(_examples(), 8, seed=1), resume=True)
+    assert latest_checkpoint(ckpts).name == "step-00000002"
+    kept = _weights(ckpts / "step-00000002")
+    assert all(torch.equal(kept[k], good[k]) for k in good)
+    assert max(float(t.abs().max()) for t in kept.values()) < 100
+
+
+def test_a_run_that_explodes_at_once_writes_no_checkpoint(tiny_bert: Path, tmp_path: Path):
+    with pytest.raises(TrainingError, match=r"step 1: the weights' norm grew.*No checkpoint was written"):
+        Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, _cfg(tmp_path, lr=1e9)).fit(
+            RandomBatches(_examples(), 8, seed=1))
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints") is None
+
+
+def test_resume_trains_at_a_changed_lr_on_the_same_schedule(tiny_bert: Path, tmp_path: Path):
+    Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, _cfg(tmp_path, max_steps=2)).fit(
+        RandomBatches(_examples(), 8, seed=1))
+    Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, _cfg(tmp_path, max_steps=4, lr=1e-4)).fit(
+        RandomBatches(_examples(), 8, seed=1), resume=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in rows if "lr" in r}
+    assert lrs[1] == pytest.approx(1e-3 * 1 / 2)  # the first run: lr 1e-3 decaying to 0 at step 2
+    assert lrs[3] == pytest.approx(1e-4 * 1 / 4) and lrs[4] == 0.0  # resumed: lr 1e-4 decaying to 0 at step 4
+
+
+@pytest.mark.parametrize("base_kind", ["tokenizer", "contrastkit_dir"])
+def test_saved_model_keeps_the_base_inference_length_not_the_training_one(tiny_bert: Path, tmp_path: Path,
+                                                                          base_kind: str):
+    import shutil
+
+    from contrastkit.config import build_config
+    from contrastkit.run import train
+
+    base = tmp_path / "base"
+    if base_kind == "tokenizer":  # a plain HF dir: the limit is the tokenizer's model_max_length
+        shutil.copytree(tiny_bert, base)
+        tok_cfg = json.loads((base / "tokenizer_config.json").read_text())
+        (base / "tokenizer_config.json").write_text(json.dumps(tok_cfg | {"model_max_length": 48}))
+        expected = 48
+    else:  # a sentence-transformers/contrastkit dir: its own max_seq_length
+        Encoder.from_pretrained(str(tiny_bert), max_length=40).save(base)
+        expected = 40
+    assert Encoder.from_pretrained(str(base)).max_length == expected
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(make_sentences(24, seed=2)) + "\n")
+
+    def run(name: str, **model):
+        cfg = build_config({"data": {"source": str(data)},
+                            "model": {"backbone": str(base), "max_length": 16, **model},
+                            "train": {"output_dir": str(tmp_path / name), "batch_size": 8, "max_steps": 1,
+                                      "progress": False},
+                            "eval": {"tasks": []}})
+        model_dir = train(cfg).model_dir
+        st = json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
+        return st, Encoder.from_pretrained(str(model_dir)).max_length
+
+    assert run("default") == (expected, expected)
+    assert run("chosen", max_seq_length=24) == (24, 24)

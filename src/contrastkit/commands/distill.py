@@ -39,12 +39,13 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     p.add_argument("--corpus-size", type=int, default=d.corpus_size, help="texts sampled from the corpus")
     p.add_argument("--sif", type=float, default=d.sif, help="SIF coefficient a of a/(a+p(token))")
     p.add_argument("--steps", type=int, default=d.steps, help="tuning steps (0: no tuning)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="corpus texts per tuning step")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the tuning")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help="temperature of the contrastive tuning loss")
     p.add_argument("--regression-weight", type=float, default=d.regression_weight,
                    help="weight of the similarity-matrix regression term")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (corpus sample, tuning)")
     p.add_argument("--no-cache", action="store_true", help="do not cache teacher embeddings of the corpus")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_cmd_distill)

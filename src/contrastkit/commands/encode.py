@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     c.add_argument("--model", required=True, help="model dir (transformer or static), hub name or alias")
     c.add_argument("--input", required=True, help="text file (one text per line), JSONL/CSV/TSV, or a directory")
     c.add_argument("--output", required=True, help="X.npy for one matrix, else a directory of shards")
-    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     c.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     c.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto",
                    help="auto (default): bf16 where the hardware runs it natively (STS-B within 0.1 of fp32), else fp32")
@@ -81,5 +81,5 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     c.add_argument("--workers", type=int, default=1, help="local processes sharing the shards")
     c.add_argument("--rank", type=int, default=None, help="this machine's rank (default: $RANK or 0)")
     c.add_argument("--world-size", type=int, default=None, help="number of machines (default: $WORLD_SIZE or 1)")
-    c.add_argument("--no-progress", dest="progress", action="store_false")
+    c.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     c.set_defaults(func=_cmd_encode)

@@ -40,6 +40,8 @@ def _cmd_eval_all(args: argparse.Namespace) -> int:
 
 def register(sub: Any, groups: dict[str, Any]) -> None:
     """Add ``eval all`` to the ``eval`` group."""
+    from ..evaluation.senteval import DATA_SEARCH_ORDER
+
     p = groups["eval"].add_parser(
         "all", help="every suite (STS, transfer, clustering, retrieval, geometry) on one or more models, "
                     "with significance tests and a JSON/Markdown/HTML report")
@@ -51,12 +53,13 @@ def register(sub: Any, groups: dict[str, Any]) -> None:
     p.add_argument("--tasks", action="append", default=[], metavar="SUITE=TASK[,TASK]",
                    help="restrict a suite to some tasks, e.g. sts=STSBenchmark,SICKRelatedness (repeatable)")
     p.add_argument("--output", default="eval-report", help="directory for report.json/.md/.html and figures")
-    p.add_argument("--data-dir", help="SentEval data dir (default: $CONTRASTKIT_DATA or ../shared/data)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    p.add_argument("--data-dir", help=f"SentEval data folder; looked for at: {DATA_SEARCH_ORDER}")
+    p.add_argument("--batch-size", type=int, default=128, help="texts per forward pass")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="compute precision (auto: bf16 where the hardware runs it natively)")
     p.add_argument("--cache-dir", help="keep embeddings on disk here, to reuse them in a later run")
     p.add_argument("--limit", type=int, help="at most N pairs/examples per task (quick looks only; "
                                              "numbers are then not comparable)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs and tests")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_cmd_eval_all)

@@ -28,13 +28,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: Any, groups: dict[str, Any]) -> None:
     """Add ``export`` to the top-level sub-commands."""
+    from ..evaluation.senteval import DATA_SEARCH_ORDER
+
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8) for fast CPU encoding")
     p.add_argument("--model", required=True, help="model dir (or hub name/alias with --output)")
     p.add_argument("--format", required=True, choices=["onnx"], help="export format")
     p.add_argument("--quantize", choices=["int8"], help="also write an int8-weight model (model_int8.onnx)")
     p.add_argument("--output", help="directory to save the model and its onnx/ into (default: the model dir)")
     p.add_argument("--check-sts", action="store_true", help="also report STS-B test Spearman of each file vs torch")
-    p.add_argument("--data-dir", help="SentEval data dir for --check-sts")
+    p.add_argument("--data-dir", help=f"SentEval data folder for --check-sts; looked for at: {DATA_SEARCH_ORDER}")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--json", action="store_true", help="print the full export report as JSON")
     p.set_defaults(func=_cmd_export)
