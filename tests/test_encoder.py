@@ -192,3 +192,102 @@ def test_training_uses_eager_attention_on_cpu_and_inference_the_default(tiny_ber
     enc.train()
     enc.eval()
     np.testing.assert_allclose(enc.encode(texts), a, atol=1e-6)
+
+
+def _st_dir(tiny_bert: Path, path: Path, *after) -> Path:
+    """Save a sentence-transformers model: the tiny BERT, mean pooling, then the given modules."""
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    torch.manual_seed(0)
+    model = st.SentenceTransformer(modules=[Transformer(str(tiny_bert), max_seq_length=24),
+                                            Pooling(32, pooling_mode="mean"), *after], device="cpu")
+    model.save(str(path))
+    return path
+
+
+def _st_modules():
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer import modules
+
+    return modules
+
+
+@pytest.mark.parametrize("pipeline", ["dense", "dense_layernorm_normalize", "normalize_dense_identity",
+                                      "dense_residual"])
+def test_st_steps_after_pooling_give_sentence_transformers_embeddings(tiny_bert: Path, tmp_path: Path,
+                                                                      pipeline: str):
+    import sentence_transformers as st
+
+    m = _st_modules()
+    after = {"dense": [m.Dense(32, 16)],
+             "dense_layernorm_normalize": [m.Dense(32, 16), m.LayerNorm(16), m.Normalize()],
+             "normalize_dense_identity": [m.Normalize(), m.Dense(32, 8, bias=False, activation_function=None)],
+             "dense_residual": [m.Dense(32, 12, use_residual=True, activation_function=torch.nn.GELU())]}[pipeline]
+    if pipeline == "dense_layernorm_normalize":  # a LayerNorm that is not the identity
+        with torch.no_grad():
+            after[1].norm.weight.uniform_(0.5, 2.0)
+            after[1].norm.bias.uniform_(-1.0, 1.0)
+    path = _st_dir(tiny_bert, tmp_path / "st", *after)
+    texts = make_sentences(7, seed=4)
+    want = st.SentenceTransformer(str(path), device="cpu").encode(texts)
+    enc = Encoder.from_pretrained(str(path))
+    assert enc.dim == want.shape[1] < 32
+    np.testing.assert_allclose(enc.encode(texts, precision="fp32"), want, atol=1e-5)
+    # saved again by contrastkit, the steps survive for both loaders
+    again = enc.save(tmp_path / "again")
+    np.testing.assert_allclose(Encoder.from_pretrained(str(again)).encode(texts, precision="fp32"), want, atol=1e-5)
+    np.testing.assert_allclose(st.SentenceTransformer(str(again), device="cpu").encode(texts), want, atol=1e-5)
+
+
+def test_unsupported_st_modules_are_refused_by_name(tiny_bert: Path, tmp_path: Path):
+    m = _st_modules()
+    path = _st_dir(tiny_bert, tmp_path / "st", m.Dense(32, 16))
+    modules = json.loads((path / "modules.json").read_text())
+    modules[2]["type"] = "my_package.Projection"
+    (path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ConfigError, match="'my_package.Projection' at position 2 is not supported"):
+        Encoder.from_pretrained(str(path))
+    modules[2]["type"] = "sentence_transformers.models.Dense"
+    modules[1], modules[2] = modules[2], modules[1]  # Dense before pooling: not the pooled embedding
+    (path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ConfigError, match="Dense.*not supported"):
+        Encoder.from_pretrained(str(path))
+    cfg = {"embedding_dimension": 32, "pooling_mode": ["mean", "max"]}
+    modules[1], modules[2] = modules[2], modules[1]
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="pooling"):
+        Encoder.from_pretrained(str(path))
+
+
+@pytest.mark.parametrize("bad", ["../other", "/etc", "2_Dense/../../other"])
+def test_modules_json_paths_outside_the_model_dir_are_refused(tiny_bert: Path, tmp_path: Path, bad: str):
+    m = _st_modules()
+    path = _st_dir(tiny_bert, tmp_path / "st", m.Dense(32, 16))
+    _st_dir(tiny_bert, tmp_path / "other", m.Dense(32, 8))
+    modules = json.loads((path / "modules.json").read_text())
+    modules[2]["path"] = bad
+    (path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ConfigError, match="outside the model directory"):
+        Encoder.from_pretrained(str(path))
+
+
+def test_pickle_only_model_dirs_are_refused_clearly(tiny_bert: Path, tmp_path: Path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_bert, pickled)
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="only in pickle files \\(pytorch_model.bin\\).*only safetensors"):
+        Encoder.from_pretrained(str(pickled))
+    m = _st_modules()
+    path = _st_dir(tiny_bert, tmp_path / "st", m.Dense(32, 16))
+    dense = path / "2_Dense"
+    torch.save(load_file(str(dense / "model.safetensors")), dense / "pytorch_model.bin")
+    (dense / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="Dense weights are only in pickle files"):
+        Encoder.from_pretrained(str(path))

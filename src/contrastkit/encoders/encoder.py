@@ -21,7 +21,15 @@ from ..fsutil import fresh_tmp_dir, replace_dir
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
-from .st_module import write_st_pipeline
+from .st_module import (
+    POST_MODULES,
+    Normalize,
+    load_post_module,
+    module_dir,
+    require_safetensors,
+    write_post_modules,
+    write_st_pipeline,
+)
 
 META_FILE = "contrastkit.json"
 HEAD_FILE = "contrastkit_head.safetensors"
@@ -62,10 +70,12 @@ def autocast(precision: str, device: torch.device | str = "cpu") -> contextlib.A
 
 
 class Encoder(nn.Module):
-    """A sentence encoder: tokenizer + HF backbone + pooler, optionally an MLP head used only in training."""
+    """A sentence encoder: tokenizer + HF backbone + pooler (+ sentence-transformers steps after pooling, e.g.
+    Dense), optionally an MLP head used only in training."""
 
     def __init__(self, backbone: nn.Module, tokenizer: Any, *, pooling: str = "mean", max_length: int = 128,
-                 prompt_template: str | None = None, normalize: bool = False, lowercase: bool = False) -> None:
+                 prompt_template: str | None = None, normalize: bool = False, lowercase: bool = False,
+                 post: Sequence[nn.Module] = ()) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling '{pooling}'; known: {', '.join(POOLINGS)}")
@@ -78,6 +88,8 @@ class Encoder(nn.Module):
         self.prompt_template = prompt_template if pooling == "prompt" else None
         self.normalize = normalize
         self.lowercase = lowercase
+        # steps after pooling (st_module.Dense / LayerNorm / Normalize), as a sentence-transformers dir names them
+        self.post = nn.Sequential(*post) if post else None
         self.head = MLPHead(self.dim) if pooling == "cls_mlp" else None
         self._inference_attention = getattr(backbone.config, "_attn_implementation", None)
         self.ort: OnnxBackbone | None = None
@@ -116,17 +128,20 @@ class Encoder(nn.Module):
         path = Path(name_or_path)
         meta: dict[str, Any] = {}
         subfolder = ""
+        post: list[nn.Module] = []
         if (path / META_FILE).is_file():
             meta = json.loads((path / META_FILE).read_text())
+            post = [load_post_module(m["type"], module_dir(path, m["path"])) for m in meta.get("post_modules", [])]
         elif (path / "modules.json").is_file():
-            meta, subfolder = _read_sentence_transformers_dir(path)
+            meta, subfolder, post = _read_sentence_transformers_dir(path)
+        require_safetensors(path / subfolder, "model")
         edits = dict(num_layers=num_layers, dropout=dropout, attention_dropout=attention_dropout,
                      residual_dropout=residual_dropout)
         backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
         enc = cls(backbone, tok, pooling=pooling or meta.get("pooling", "mean"),
                   max_length=max_length or meta.get("max_length") or _tokenizer_max_length(tok),
                   prompt_template=prompt_template or meta.get("prompt_template"),
-                  normalize=meta.get("normalize", False), lowercase=meta.get("lowercase", False))
+                  normalize=meta.get("normalize", False), lowercase=meta.get("lowercase", False), post=post)
         head_file = path / HEAD_FILE
         if enc.head is not None and head_file.is_file():
             from safetensors.torch import load_file
@@ -147,7 +162,15 @@ class Encoder(nn.Module):
         return "torch" if self.ort is None else f"onnx:{self.ort.path.name}"
     @property
     def dim(self) -> int:
-        """Embedding dimension."""
+        """Embedding dimension (the last Dense step's output size, else the backbone's hidden size)."""
+        for module in reversed(self.post or ()):
+            if hasattr(module, "out_features"):
+                return int(module.out_features)
+        return self.hidden_dim
+
+    @property
+    def hidden_dim(self) -> int:
+        """The backbone's hidden size (the pooled embedding's dimension)."""
         return int(self.backbone.config.hidden_size)
 
     @property
@@ -185,6 +208,8 @@ class Encoder(nn.Module):
         out = self.backbone(**inputs, output_hidden_states=want_all, return_dict=True)
         emb = pool(self.pooling, out.hidden_states if want_all else None, out.last_hidden_state,
                    features["attention_mask"])
+        if self.post is not None:
+            emb = self.post(emb)
         if self.head is not None and self.training:
             emb = self.head(emb)
         return emb
@@ -195,7 +220,8 @@ class Encoder(nn.Module):
         cached = getattr(self, "_bf16_cache", None)
         if cached is None or cached[0] != key:
             twin = Encoder(self.backbone, self.tokenizer, pooling=self.pooling, max_length=self.max_length,
-                           prompt_template=self.prompt_template, normalize=self.normalize, lowercase=self.lowercase)
+                           prompt_template=self.prompt_template, normalize=self.normalize, lowercase=self.lowercase,
+                           post=[deepcopy(m).to(torch.bfloat16).eval() for m in self.post or ()])
             twin.backbone = deepcopy(self.backbone).to(torch.bfloat16).eval()
             twin.head = None
             object.__setattr__(self, "_bf16_cache", (key, twin))  # not a sub-module: kept out of state_dict
@@ -207,7 +233,8 @@ class Encoder(nn.Module):
         mask = features["attention_mask"].cpu()
         first = outs.get("first_hidden_state")
         states = (first, first, outs["last_hidden_state"]) if first is not None else None
-        return pool(self.pooling, states, outs["last_hidden_state"], mask)
+        emb = pool(self.pooling, states, outs["last_hidden_state"], mask)
+        return self.post(emb) if self.post is not None else emb
 
     def _embed_batches(self, batches: Iterable[tuple[list[int], dict[str, Tensor]]],
                        model: nn.Module) -> Iterator[tuple[list[int], Tensor]]:
@@ -310,12 +337,15 @@ class Encoder(nn.Module):
             self.tokenizer.model_max_length = saved_limit
         meta = {"pooling": self.pooling, "max_length": self.max_length, "prompt_template": self.prompt_template,
                 "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
+        post = write_post_modules(tmp, list(self.post), start=2) if self.post is not None else []
+        if post:  # steps after pooling, e.g. a Dense loaded from a sentence-transformers dir
+            meta["post_modules"] = [{"type": m["type"].rsplit(".", 1)[-1], "path": m["path"]} for m in post]
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         if self.head is not None:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
-        _write_sentence_transformers_files(tmp, self)
+        _write_sentence_transformers_files(tmp, self, post)
         return replace_dir(tmp, path)
 
 
@@ -344,7 +374,7 @@ def _tokenizer_max_length(tok: Any, fallback: int = 512) -> int:
     return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else fallback
 
 
-def _write_sentence_transformers_files(path: Path, enc: Encoder) -> None:
+def _write_sentence_transformers_files(path: Path, enc: Encoder, post: list[dict[str, Any]]) -> None:
     flag = _ST_POOLING.get(enc.pooling)
     modules: list[dict[str, Any]] = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
@@ -352,7 +382,7 @@ def _write_sentence_transformers_files(path: Path, enc: Encoder) -> None:
         # sentence-transformers has no equivalent pooler; a contrastkit module does the whole job.
         modules = [{"idx": 0, "name": "0", "path": "", "type": "contrastkit.encoders.st_module.ContrastkitModule"}]
     else:
-        pooling_cfg = {"word_embedding_dimension": enc.dim, "pooling_mode_cls_token": False,
+        pooling_cfg = {"word_embedding_dimension": enc.hidden_dim, "pooling_mode_cls_token": False,
                        "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
                        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
                        "pooling_mode_lasttoken": False, "include_prompt": True}
@@ -360,21 +390,33 @@ def _write_sentence_transformers_files(path: Path, enc: Encoder) -> None:
         (path / "1_Pooling").mkdir()
         (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2))
         modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+        modules += post
     # the contrastkit module normalizes by itself
     write_st_pipeline(path, modules, normalize=enc.normalize and flag is not None)
     (path / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": enc.max_length, "do_lower_case": enc.lowercase}, indent=2))
 
 
-def _read_sentence_transformers_dir(path: Path) -> tuple[dict[str, Any], str]:
-    """Pooling, max length and normalisation of a sentence-transformers model dir."""
-    modules = json.loads((path / "modules.json").read_text())
+def _read_sentence_transformers_dir(path: Path) -> tuple[dict[str, Any], str, list[nn.Module]]:
+    """Pooling, max length, normalisation, the backbone's subfolder and the steps after pooling of an ST dir.
+
+    Every module modules.json names is run or refused by name: Transformer, then Pooling, then any of
+    Dense, LayerNorm and Normalize; paths outside the directory are refused.
+    """
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path}/modules.json: invalid JSON ({e})") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ConfigError(f"{path}/modules.json: expected a list of module objects")
+    dirs = [module_dir(path, m.get("path", "")) for m in modules]  # all checked before anything is read
     meta: dict[str, Any] = {}
     subfolder = ""
-    for m in modules:
-        kind = m.get("type", "").rsplit(".", 1)[-1]
-        mdir = path / m.get("path", "")
-        if kind == "Transformer":
+    post: list[nn.Module] = []
+    stage = 0  # 0: expecting Transformer, 1: Pooling, 2: steps after pooling
+    for m, mdir in zip(modules, dirs):
+        kind = str(m.get("type", "")).rsplit(".", 1)[-1]
+        if kind == "Transformer" and stage == 0:
             subfolder = m.get("path", "")
             sbert = mdir / "sentence_bert_config.json"
             if sbert.is_file():
@@ -382,23 +424,39 @@ def _read_sentence_transformers_dir(path: Path) -> tuple[dict[str, Any], str]:
                 if "max_seq_length" in cfg:
                     meta["max_length"] = cfg["max_seq_length"]
                 meta["lowercase"] = bool(cfg.get("do_lower_case", False))
-        elif kind == "Pooling":
-            cfg = json.loads((mdir / "config.json").read_text())
-            meta["pooling"] = _pooling_from_st(cfg)
-        elif kind == "Normalize":
-            meta["normalize"] = True
-    return meta, subfolder
+            stage = 1
+        elif kind == "Pooling" and stage == 1:
+            meta["pooling"] = _pooling_from_st(json.loads((mdir / "config.json").read_text()))
+            stage = 2
+        elif kind in POST_MODULES and stage == 2:
+            post.append(load_post_module(kind, mdir))
+        else:
+            where = "" if kind in ("Transformer", "Pooling", *POST_MODULES) else " (contrastkit runs Transformer, " \
+                "Pooling, then Dense, LayerNorm and Normalize)"
+            raise ConfigError(f"{path}/modules.json: module {m.get('type')!r} at position {m.get('idx', '?')} is not "
+                              f"supported here{where}; its embeddings would differ from SentenceTransformer(path)'s")
+    if post and isinstance(post[-1], Normalize):
+        post.pop()
+        meta["normalize"] = True
+    return meta, subfolder, post
+
+
+_ST_POOLING_NAMES = {"cls": "cls", "mean": "mean", "lasttoken": "last_token"}
 
 
 def _pooling_from_st(cfg: dict[str, Any]) -> str:
+    """contrastkit's pooler for a sentence-transformers Pooling config; one of cls, mean or lasttoken, else refused."""
     mode = cfg.get("pooling_mode")
-    names = {"cls": "cls", "mean": "mean", "lasttoken": "last_token"}
-    if isinstance(mode, str):
-        if mode not in names:
-            raise ConfigError(f"sentence-transformers pooling '{mode}' is not supported")
-        return names[mode]
-    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
-                      ("pooling_mode_lasttoken", "last_token")):
-        if cfg.get(key):
-            return name
-    raise ConfigError(f"unsupported sentence-transformers pooling config: {cfg}")
+    if isinstance(mode, (list, tuple)) and len(mode) == 1:
+        mode = mode[0]
+    if mode is not None:
+        if not isinstance(mode, str) or mode not in _ST_POOLING_NAMES:
+            raise ConfigError(f"sentence-transformers pooling {mode!r} is not supported "
+                              f"(contrastkit runs one of {', '.join(_ST_POOLING_NAMES)})")
+        return _ST_POOLING_NAMES[mode]
+    on = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+    names = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last_token"}
+    if len(on) != 1 or on[0] not in names:
+        raise ConfigError(f"sentence-transformers pooling with {on or 'no mode'} is not supported "
+                          "(contrastkit runs exactly one of cls, mean or lasttoken pooling)")
+    return names[on[0]]
