@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -27,17 +28,20 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model" / "model.safetensors"))
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Path):
+@pytest.mark.parametrize("timed", ["", "0.004"], ids=["step_checkpoints", "time_checkpoints"])
+def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Path, timed: str):
+    """Killed mid-run and resumed: bit-identical weights. ``time_checkpoints``: checkpoint_every is past the
+    end of the run, so only the time-based checkpoint (train.checkpoint_minutes) saves the killed run."""
     data = tmp_path / "train.txt"
     data.write_text("\n".join(make_sentences(60, seed=1)) + "\n")  # 60/8 -> 8 batches/epoch, 16 steps
 
     ref = tmp_path / "ref"
-    p = _run([str(tiny_bert), str(data), str(ref), "0", "0"])
+    p = _run([str(tiny_bert), str(data), str(ref), "0", "0", timed])
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
 
     run = tmp_path / "killed"
-    p = _run([str(tiny_bert), str(data), str(run), "0", "0.15"])
+    p = _run([str(tiny_bert), str(data), str(run), "0", "0.15", timed])
     latest = run / "checkpoints" / "latest"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -51,7 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Pa
     killed_at = latest.read_text().strip()
     assert killed_at < "step-00000016"
 
-    p = _run([str(tiny_bert), str(data), str(run), "1", "0"])
+    p = _run([str(tiny_bert), str(data), str(run), "1", "0", timed])
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     assert f"continuing from {killed_at}" in out
@@ -72,3 +76,4 @@ def test_resume_without_checkpoint_says_so(tiny_bert: Path, tmp_path: Path):
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     assert "no checkpoint found" in out
+    assert out.lower().count("no checkpoint") == 1, out  # one notice, not a log line and a print
