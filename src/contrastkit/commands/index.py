@@ -220,48 +220,62 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``index build | add | delete | search``."""
     from contrastkit.search import INDEX_KINDS, METRICS
 
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("index", help="build and query a vector store (SQLite + FAISS/exact index)")
     isub = p.add_subparsers(dest="index_command", required=True)
 
-    b = isub.add_parser("build", help="create a store from a text or JSONL file")
+    b = isub.add_parser("build", help="create a store from a text or JSONL file (atomically)", formatter_class=fmt)
     b.add_argument("--model", required=True, help="model dir, hub name or alias (recorded in the store)")
-    b.add_argument("--input", required=True, help="text file (one document per line) or JSONL (text, id, metadata)")
-    b.add_argument("--store", required=True, help="new store directory")
-    b.add_argument("--kind", choices=INDEX_KINDS, default="exact")
-    b.add_argument("--metric", choices=METRICS, default="cosine")
+    b.add_argument("--input", required=True,
+                   help="text file (one document per line) or JSONL (text, id, metadata; other keys become metadata)")
+    b.add_argument("--store", required=True, help="new store directory (must not exist, or be empty)")
+    b.add_argument("--kind", choices=INDEX_KINDS, default="exact", help="vector index kind")
+    b.add_argument("--metric", choices=METRICS, default="cosine", help="similarity the index ranks by")
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="index parameter, e.g. --param ef_search=256 (repeatable)")
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--no-progress", dest="progress", action="store_false")
+    b.add_argument("--batch-size", type=_positive_int, default=64, help="texts per model forward pass")
+    b.add_argument("--no-progress", dest="progress", action="store_false", help="hide the encoding progress bar")
     b.set_defaults(func=_cmd_build)
 
-    a = isub.add_parser("add", help="add documents from a file to a store")
-    a.add_argument("--store", required=True)
-    a.add_argument("--input", required=True)
+    a = isub.add_parser("add", help="add documents from a file to a store (one transaction)", formatter_class=fmt)
+    a.add_argument("--store", required=True, help="store directory")
+    a.add_argument("--input", required=True, help="text or JSONL file, as for 'index build'")
     a.add_argument("--model", help="override the model recorded in the store")
     a.add_argument("--force", action="store_true",
-                   help="add with --model even when its fingerprint differs from the store's model (default: refuse)")
-    a.add_argument("--batch-size", type=int, default=64)
-    a.add_argument("--no-progress", dest="progress", action="store_false")
+                   help="add with --model even when its fingerprint differs from the store's model (else refused)")
+    a.add_argument("--batch-size", type=_positive_int, default=64, help="texts per model forward pass")
+    a.add_argument("--no-progress", dest="progress", action="store_false", help="hide the encoding progress bar")
     a.set_defaults(func=_cmd_add)
 
-    d = isub.add_parser("delete", help="delete documents by id")
-    d.add_argument("--store", required=True)
+    d = isub.add_parser("delete", help="delete documents by id", formatter_class=fmt)
+    d.add_argument("--store", required=True, help="store directory")
     d.add_argument("--ids", nargs="+", help="ids to delete")
     d.add_argument("--ids-file", help="file with one id per line")
     d.set_defaults(func=_cmd_delete)
 
-    s = isub.add_parser("search", help="search a store with query texts; prints one JSON line per query")
-    s.add_argument("--store", required=True)
+    s = isub.add_parser("search", help="search a store with query texts; prints one JSON line per query",
+                        formatter_class=fmt)
+    s.add_argument("--store", required=True, help="store directory")
     s.add_argument("--query", action="append", required=True, help="query text (repeatable)")
-    s.add_argument("-k", type=int, default=10)
+    s.add_argument("-k", type=_positive_int, default=10, help="hits per query (at most the store's size)")
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata filter; VALUE is JSON when it parses (5, true, null), else a string")
     s.add_argument("--model", help="override the model recorded in the store")
     s.add_argument("--force", action="store_true",
-                   help="use --model even when its fingerprint differs from the store's model (default: refuse)")
+                   help="use --model even when its fingerprint differs from the store's model (else refused)")
     s.set_defaults(func=_cmd_search)
