@@ -1,4 +1,4 @@
-"""Small file-system helpers shared by everything that writes model directories."""
+"""Small file-system helpers shared by everything that writes model directories or caches."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+
+def cache_dir() -> Path:
+    """Directory for converted models and caches (``$CONTRASTKIT_CACHE`` or ``~/.cache/contrastkit``)."""
+    return Path(os.environ.get("CONTRASTKIT_CACHE", Path.home() / ".cache" / "contrastkit"))
 
 
 def fresh_tmp_dir(dest: Path) -> Path:

