@@ -50,6 +50,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from contrastkit.search import Store
     from contrastkit.serve import create_app, encoder_fn
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     enc = Encoder.from_pretrained(args.model)
     fns = encoder_fn(enc, batch_size=args.encode_batch_size)
     store = None
@@ -93,6 +97,9 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
                    help="largest request body, also for chunked bodies")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--encode-batch-size", type=_positive_int, default=64, help="model forward batch size")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads for encoding (default: torch's, one per core; on a shared machine 1 "
+                        "can be much faster)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=_cmd_serve)
