@@ -197,18 +197,32 @@ def test_html_renders_in_chromium(run: dict[str, Any]) -> None:
     assert first_cell == ODD and italic == 0
 
 
-def test_missing_data_is_skipped_not_fatal(tiny_bert: Path, tmp_path: Path) -> None:
+def test_missing_data_is_skipped_not_fatal(tiny_bert: Path, tmp_path: Path, monkeypatch) -> None:
+    import contrastkit.data.embedded as emb
     from contrastkit.evaluation.suite import evaluate_all
 
+    # the Bible task has its data (embedded), the SentEval-based ones do not
+    verses = [(f"and the {w} was good", f"the {w} was good") for w in ("dog", "cat", "tree", "river", "sun")]
+    monkeypatch.setattr(emb, "embedded_pairs", lambda name: verses)
     empty = tmp_path / "no-data"
     empty.mkdir()
     report = evaluate_all([str(tiny_bert)], data_dir=empty, output_dir=tmp_path / "out", progress=False,
-                          suites=("sts", "transfer", "clustering", "geometry"))
+                          suites=("sts", "transfer", "clustering", "retrieval", "geometry"))
     suites = report["models"][0]["suites"]
     for name in ("sts", "transfer", "clustering", "geometry"):
         assert suites[name]["skipped"] is True, (name, suites[name])
         assert str(empty) in suites[name]["reason"] or "not found" in suites[name]["reason"], suites[name]
+    # each suite's reason names its own missing data, not STS's
+    assert "transfer task" in suites["transfer"]["reason"] and "STS data" not in suites["transfer"]["reason"]
+    assert "clustering task" in suites["clustering"]["reason"] and "STS data" not in suites["clustering"]["reason"]
+    # retrieval is skipped per task: the Bible task runs, the others are named with their reason
+    retrieval = suites["retrieval"]
+    assert list(retrieval["tasks"]) == ["Bible-KJV-WEB"] and retrieval["tasks"]["Bible-KJV-WEB"]["ndcg@10"] > 0
+    assert set(retrieval["skipped"]) == {"STSB-paraphrase", "SICK-paraphrase", "MRPC-paraphrase"}
+    assert "retrieval task MRPC-paraphrase" in retrieval["skipped"]["MRPC-paraphrase"]
+    del suites["retrieval"]
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Skipped suites" in md and "## STS (" not in md
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["figures"] == []
+    # only the suite that ran has a figure
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["figures"] == ["fig-retrieval-bars.png"]
     shutil.rmtree(tmp_path / "out")

@@ -50,7 +50,7 @@ def load_clustering_task(name: str, data_dir: str | os.PathLike[str] | None = No
     """Sentences and integer gold labels of one clustering task (all splits of its source)."""
     if name not in CLUSTERING_TASKS:
         raise ValueError(f"unknown clustering task {name!r}; expected one of {', '.join(CLUSTERING_TASKS)}")
-    task = load_transfer_task("TREC" if name == "TREC" else "SST5", data_dir)
+    task = load_transfer_task("TREC" if name == "TREC" else "SST5", data_dir, needed_for=f"clustering task {name}")
     texts: list[str] = []
     labels: list[np.ndarray] = []
     for split in task.splits.values():

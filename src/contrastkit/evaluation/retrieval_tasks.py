@@ -99,7 +99,7 @@ def paraphrase_task(name: str, pairs: Sequence[tuple[str, str]], positive: Seque
 
 
 def _sick_pairs(data_dir: str | os.PathLike[str] | None) -> tuple[list[tuple[str, str]], list[bool], str]:
-    path = resolve_senteval_dir(data_dir) / "SICK" / "SICK_test_annotated.txt"
+    path = resolve_senteval_dir(data_dir, needed_for="retrieval task SICK-paraphrase") / "SICK" / "SICK_test_annotated.txt"
     if not path.is_file():
         raise DataNotFoundError(f"SICK-paraphrase needs {path}", searched=[path])
     pairs: list[tuple[str, str]] = []
@@ -150,7 +150,7 @@ def build_retrieval_task(name: str, data_dir: str | os.PathLike[str] | None = No
         return paraphrase_task(name, pairs, pos,
                                {"source": src, "rule": f"relatedness >= {SICK_THRESHOLD} and ENTAILMENT"})
     if name == "MRPC-paraphrase":
-        test = load_transfer_task("MRPC", data_dir).splits["test"]
+        test = load_transfer_task("MRPC", data_dir, needed_for="retrieval task MRPC-paraphrase").splits["test"]
         assert test.texts_b is not None
         return paraphrase_task(name, list(zip(test.texts, test.texts_b)), [bool(y == 1) for y in test.labels],
                                {"source": "MRPC msr_paraphrase_test.txt", "rule": "Quality == 1"})
@@ -199,9 +199,11 @@ def _limit_queries(task: RetrievalTask, limit: int, seed: int) -> RetrievalTask:
 
 def evaluate_retrieval_suite(encode: EncodeFn, tasks: Sequence[str] = RETRIEVAL_TASKS,
                              data_dir: str | os.PathLike[str] | None = None, *, limit: int | None = None,
-                             seed: int = 0, progress: bool = False) -> RetrievalResults:
-    """Run the local retrieval tasks; a task whose optional source is missing is skipped with a warning.
+                             seed: int = 0, progress: bool = False, skip_missing: bool = False) -> RetrievalResults:
+    """Run the local retrieval tasks; a task whose data is missing is skipped alone, with a warning.
 
+    An uninstalled optional source (``diatheke`` for the Bible) is always a skip; missing benchmark data
+    raises :class:`DataNotFoundError` unless ``skip_missing`` (then it is a skip too).
     ``encode`` is wrapped in an in-memory :class:`~contrastkit.evaluation.cache.EmbeddingCache`
     (unless it is one already), so queries that are also corpus sentences are encoded once.
     ``limit`` keeps that many random queries per task (``seed``), the corpus whole: quick checks only.
@@ -225,8 +227,10 @@ def evaluate_retrieval_suite(encode: EncodeFn, tasks: Sequence[str] = RETRIEVAL_
     for name in it:
         try:
             task = build_retrieval_task(name, data_dir)
-        except TaskUnavailable as e:
-            skipped[name] = str(e)
+        except (TaskUnavailable, DataNotFoundError) as e:
+            if isinstance(e, DataNotFoundError) and not skip_missing:
+                raise
+            skipped[name] = str(e).splitlines()[0]
             warnings.warn(f"skipping retrieval task {name}: {e}", UserWarning, stacklevel=2)
             continue
         if limit is not None:

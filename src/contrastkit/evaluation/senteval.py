@@ -173,30 +173,32 @@ def _as_senteval_root(base: Path) -> Path | None:
     return None
 
 
-def _missing_message(what: str, searched: Sequence[Path], hub_note: str) -> str:
-    """Explain where data was looked for and how to provide it."""
+def _missing_message(what: str, searched: Sequence[Path], hub_note: str | None, kind: str = "STS") -> str:
+    """Explain where ``kind`` data was looked for and how to provide it."""
     tried = "\n".join(f"  - {p}" for p in searched) or "  (nothing)"
+    hub = ("" if hub_note is None else
+           "\nHugging Face hub fallback (MTEB copies such as mteb/stsbenchmark-sts, "
+           f"mteb/sickr-sts, mteb/sts12-sts): {hub_note}")
     return (
-        f"STS data not found: {what}.\nLooked in:\n{tried}\n"
+        f"{kind} data not found: {what}.\nLooked in:\n{tried}\n"
         f"Data is looked for at: {DATA_SEARCH_ORDER}. Provide it with --data-dir DIR "
         f"(in a training config: eval.data_dir; in Python: data_dir=...) or by setting {DATA_ENV_VAR}, "
         "naming a folder that holds SentEval's downstream layout (STS/, SICK/, stsbenchmark-original/), "
         "directly or under 'senteval/'. SentEval's data/downstream/get_transfer_data.bash "
-        "downloads it (https://github.com/facebookresearch/SentEval).\n"
-        f"Hugging Face hub fallback (MTEB copies such as mteb/stsbenchmark-sts, "
-        f"mteb/sickr-sts, mteb/sts12-sts): {hub_note}"
+        f"downloads it (https://github.com/facebookresearch/SentEval).{hub}"
     )
 
 
-def resolve_senteval_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Locate the SentEval ``downstream`` folder, or raise :class:`DataNotFoundError`."""
+def resolve_senteval_dir(data_dir: str | os.PathLike[str] | None = None, *, needed_for: str = "STS") -> Path:
+    """Locate the SentEval ``downstream`` folder, or raise :class:`DataNotFoundError` naming ``needed_for``."""
     searched = candidate_data_dirs(data_dir)
     for base in searched:
         root = _as_senteval_root(base)
         if root is not None:
             return root
     raise DataNotFoundError(
-        _missing_message("no SentEval folder", searched, "not tried"), searched=searched
+        _missing_message("no SentEval folder", searched, "not tried" if needed_for == "STS" else None,
+                         kind=needed_for), searched=searched
     )
 
 

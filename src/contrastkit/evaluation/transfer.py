@@ -173,7 +173,7 @@ def _need(path: Path, task: str) -> Path:
         raise DataNotFoundError(
             f"{task} data not found: {path} is missing. Transfer tasks need SentEval's downstream "
             "data (data/downstream/get_transfer_data.bash in https://github.com/facebookresearch/SentEval); "
-            "pass data_dir=... or set CONTRASTKIT_DATA.", searched=[path])
+            "pass --data-dir DIR (Python: data_dir=...) or set CONTRASTKIT_DATA.", searched=[path])
     return path
 
 
@@ -271,11 +271,15 @@ def _load_mrpc(root: Path) -> TransferTask:
                         source=str(d))
 
 
-def load_transfer_task(name: str, data_dir: str | os.PathLike[str] | None = None) -> TransferTask:
-    """Load one task of :data:`TRANSFER_TASK_NAMES` from SentEval's downstream folder."""
+def load_transfer_task(name: str, data_dir: str | os.PathLike[str] | None = None, *,
+                       needed_for: str | None = None) -> TransferTask:
+    """Load one task of :data:`TRANSFER_TASK_NAMES` from SentEval's downstream folder.
+
+    ``needed_for`` names the task in the not-found message (default: "transfer task NAME").
+    """
     if name not in TRANSFER_TASK_NAMES:
         raise ValueError(f"unknown transfer task {name!r}; expected one of {', '.join(TRANSFER_TASK_NAMES)}")
-    root = resolve_senteval_dir(data_dir)
+    root = resolve_senteval_dir(data_dir, needed_for=needed_for or f"transfer task {name}")
     if name in _BINARY_FILES:
         return _load_binary(name, root)
     if name in ("SST2", "SST5"):
