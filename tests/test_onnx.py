@@ -132,3 +132,23 @@ def test_bf16_encode_is_close_and_follows_training(tiny_bert: Path) -> None:
     again = enc.encode(texts, normalize=True, precision="bf16")
     assert not np.allclose(again, got, atol=1e-2), "stale bf16 copy after a weight update"
     assert next(enc.backbone.parameters()).dtype == torch.float32  # the model itself stays fp32
+
+
+def test_check_sts_without_data_exports_and_says_the_check_was_skipped(
+        tiny_bert: Path, synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    Encoder.from_pretrained(str(tiny_bert), pooling="mean").save(out)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    assert main(["export", "--model", str(out), "--format", "onnx", "--check-sts", "--data-dir", str(empty)]) == 0
+    printed = capsys.readouterr().out
+    assert "STS-B check skipped: STS data not found" in printed and "--data-dir" in printed
+    meta = json.loads((out / "onnx" / "export.json").read_text())
+    assert (out / "onnx" / "model.onnx").is_file() and "STS data not found" in meta["stsb_check_skipped"]
+    assert "stsb_test_spearman" not in meta["files"]["onnx"]
+    # with data the check runs and is recorded
+    assert main(["export", "--model", str(out), "--format", "onnx", "--check-sts",
+                 "--data-dir", str(synthetic_data)]) == 0
+    meta = json.loads((out / "onnx" / "export.json").read_text())
+    assert meta["stsb_check_skipped"] is None
+    assert meta["files"]["onnx"]["stsb_delta_vs_torch"] == pytest.approx(0, abs=0.5)

@@ -18,6 +18,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if "stsb_delta_vs_torch" in entry:
             line += f"  STS-B {entry['stsb_test_spearman']:.2f} ({entry['stsb_delta_vs_torch']:+.2f})"
         print(line)
+    if report["stsb_check_skipped"]:
+        print(f"STS-B check skipped: {report['stsb_check_skipped']}")
     backends = " or ".join(f"'{b}'" for b in report["files"])
     print(f"wrote {report['dir']}/onnx (metadata: export.json); encode with it via "
           f"Encoder.from_pretrained(dir, backend={backends}) or --backend")

@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
+    from ..evaluation.senteval import STSTask
     from .encoder import Encoder
 
 log = logging.getLogger("contrastkit.encoders")
@@ -233,7 +234,8 @@ def export_model(model: str, *, output: str | Path | None = None, quantize: str 
 
     ``dir`` is ``output`` (the whole model is saved there first) or the model's own directory.
     The check embeds :data:`CHECK_TEXTS` with torch fp32 and with each ONNX file; with
-    ``check_sts`` it also reports the STS-B test Spearman of each and its change.
+    ``check_sts`` it also reports the STS-B test Spearman of each and its change; without STS-B data the
+    export still happens and ``report["stsb_check_skipped"]`` says why (None otherwise).
     """
     import onnxruntime as ort
 
@@ -259,29 +261,39 @@ def export_model(model: str, *, output: str | Path | None = None, quantize: str 
     reference = enc.encode(texts, batch_size=4, precision="fp32")
     report: dict[str, Any] = {"source": str(model), "onnxruntime": ort.__version__, "torch": torch.__version__,
                               "opset": opset, "graph": "backbone only; pooling in torch after it",
-                              "pooling": enc.pooling, "check_texts": len(texts), "files": {}}
+                              "pooling": enc.pooling, "check_texts": len(texts), "files": {},
+                              "stsb_check_skipped": None}
     sts: dict[str, float] = {}
+    stsb = None
     if check_sts:
-        sts["torch"] = _stsb(enc, data_dir)
+        from ..evaluation.senteval import DataNotFoundError, load_sts_task
+
+        try:
+            stsb = load_sts_task("STSBenchmark", data_dir)
+        except DataNotFoundError as err:
+            report["stsb_check_skipped"] = str(err).splitlines()[0] + " (pass --data-dir DIR)"
+            log.warning("STS-B check skipped: %s", report["stsb_check_skipped"])
+    if stsb is not None:
+        sts["torch"] = _stsb(enc, stsb)
     for backend, path in files.items():
         entry: dict[str, Any] = {"file": path.name, "size_mb": file_mb(path)}
         enc.use_onnx(path)
         entry.update(max_deviation(reference, enc.encode(texts, batch_size=4)))
-        if check_sts:
-            sts[backend] = _stsb(enc, data_dir)
+        if stsb is not None:
+            sts[backend] = _stsb(enc, stsb)
             entry["stsb_test_spearman"] = sts[backend]
             entry["stsb_delta_vs_torch"] = sts[backend] - sts["torch"]
         report["files"][backend] = entry
         enc.use_onnx(None)
-    if check_sts:
+    if stsb is not None:
         report["stsb_test_spearman_torch_fp32"] = sts["torch"]
     write_export_meta(onnx_dir, report)
     report["dir"] = str(target)
     return report
 
 
-def _stsb(enc: Encoder, data_dir: str | None) -> float:
+def _stsb(enc: Encoder, task: STSTask) -> float:
     from ..evaluation.sts import evaluate_sts
 
-    res = evaluate_sts(lambda t: enc.encode(t, batch_size=64, precision="fp32"), tasks=["STSBenchmark"], data_dir=data_dir)
+    res = evaluate_sts(lambda t: enc.encode(t, batch_size=64, precision="fp32"), tasks=[task])
     return float(res.tasks["STSBenchmark"].spearman)
