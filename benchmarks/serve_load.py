@@ -5,10 +5,12 @@ Starts the server in a subprocess on loopback (with an API key), then runs three
 sentences (random, seeded) back to back:
 
 1. ``hostile``: ``--clients`` normal clients plus a poison client (bodies with a lone surrogate,
-   6 MB of token ids, invalid JSON without a key, ``dimensions: true``: each must get its 4xx) and an
+   1.5 MB of token ids, invalid JSON without a key, ``dimensions: true``: each must get its 4xx) and an
    oversized chunked client (streams a 300 MB chunked body, alternately without a key, expecting
    401, and with one, expecting 413; it records how many bytes it got to send before the server
    answered and closed the connection);
+   (the hostile clients run in a process of their own, so that they do not hold up the normal
+   clients' event loop; they still share the machine's cores with everything else);
 2. ``concurrent``: the normal clients alone;
 3. ``one_at_a_time``: one normal client (the baseline).
 
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,7 @@ KEY = "bench-key"
 CHUNKED_TOTAL = 300 << 20  # bytes the oversized client offers per attempt
 POISON = {
     "lone_surrogate": (b'{"input": ["a man plays", "abc \\ud800 def"]}', True, {400}),
-    "token_ids_6mb": (b'{"input": [' + b"7," * 3_000_000 + b"7]}", True, {400}),
+    "token_ids_1.5mb": (b'{"input": [' + b"7," * 750_000 + b"7]}", True, {400}),  # under the 2 MiB body limit
     "invalid_json_no_key": (b"{not json", False, {401}),
     "dimensions_true": (b'{"input": "a man plays", "dimensions": true}', True, {400}),
 }
@@ -150,19 +153,32 @@ async def _chunked(port: int, stop: float, out: list[dict[str, Any]]) -> None:
         with_key = not with_key
 
 
+def _hostile_process(url: str, duration: float) -> tuple[dict[str, Counter], list[dict[str, Any]]]:
+    """The poison and chunked clients for ``duration`` s, in a process of their own (their own event loop)."""
+    poison: dict[str, Counter] = {k: Counter() for k in POISON}
+    chunked: list[dict[str, Any]] = []
+    stop = time.perf_counter() + duration
+
+    async def both() -> None:
+        await asyncio.gather(_poison(url, stop, poison), _chunked(int(url.rsplit(":", 1)[1]), stop, chunked))
+
+    asyncio.run(both())
+    return poison, chunked
+
+
 async def _phase(url: str, model: str, sents: list[str], clients: int, duration: float, hostile: bool,
                  pid: int) -> dict[str, Any]:
     before = httpx.get(url + "/healthz").json()
     lat: list[float] = []
     stats: dict[str, Any] = {"requests": 0, "texts": 0, "errors": 0, "status": Counter()}
-    poison: dict[str, Counter] = {k: Counter() for k in POISON}
-    chunked: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     stop = t0 + duration
-    jobs = [_client(url, model, sents, stop, i, lat, stats) for i in range(clients)]
-    if hostile:
-        jobs += [_poison(url, stop, poison), _chunked(int(url.rsplit(":", 1)[1]), stop, chunked)]
-    await asyncio.gather(*jobs)
+    jobs: list[Any] = [_client(url, model, sents, stop, i, lat, stats) for i in range(clients)]
+    with ProcessPoolExecutor(1) as pool:  # hostile clients must not slow the normal ones' event loop
+        if hostile:
+            jobs.append(asyncio.get_running_loop().run_in_executor(pool, _hostile_process, url, duration))
+        done = await asyncio.gather(*jobs)
+    poison, chunked = done[-1] if hostile else ({}, [])
     wall = time.perf_counter() - t0
     after = httpx.get(url + "/healthz").json()
     lat.sort()
@@ -180,7 +196,8 @@ async def _phase(url: str, model: str, sents: list[str], clients: int, duration:
                          for k, c in poison.items()}
         out["chunked"] = {
             "attempts": len(chunked),
-            "statuses": dict(Counter(f"{'key' if c['with_key'] else 'no key'}: {c['status']}" for c in chunked)),
+            "statuses": dict(Counter(f"{'key' if c['with_key'] else 'no key'}: "
+                                     f"{c['status'] or 'reset before the answer was read'}" for c in chunked)),
             "max_mb_sent_before_answer": max((c["sent_mb_when_answered"] for c in chunked), default=None),
             "max_mb_sent_per_attempt": max((c["sent_mb"] for c in chunked), default=None),
             "offered_mb_per_attempt": CHUNKED_TOTAL >> 20,

@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     p.add_argument("--max-text-chars", type=_positive_int, default=20_000, help="longest text accepted, in characters")
     p.add_argument("--max-request-tokens", type=_positive_int, default=32_768,
                    help="most tokens per request (after truncation to the model's max length)")
-    p.add_argument("--max-body-bytes", type=_positive_int, default=8 << 20,
-                   help="largest request body, also for chunked bodies")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=2 << 20,
+                   help="largest request body in bytes, also for chunked bodies (as text-embeddings-inference's 2 MB payload limit)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--encode-batch-size", type=_positive_int, default=64, help="model forward batch size")
     p.add_argument("--threads", type=_positive_int, default=None,

@@ -205,7 +205,7 @@ def _validation_message(err: ValidationError) -> tuple[str, str | None]:
 
 def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, api_key: str | None = None,
                model_aliases: Sequence[str] = (), max_batch: int = 256, max_text_chars: int = 20_000,
-               max_request_tokens: int = 32_768, max_body_bytes: int = 8 << 20, max_wait_ms: float = 5.0,
+               max_request_tokens: int = 32_768, max_body_bytes: int = 2 << 20, max_wait_ms: float = 5.0,
                parse_threads: int = 4) -> FastAPI:
     """The FastAPI app; ``fns.encode`` is called from one worker thread with merged batches.
 
