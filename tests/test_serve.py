@@ -150,6 +150,10 @@ def test_invalid_json_auth_and_body_limit(server: dict[str, Any]) -> None:
     assert h["status"] == "ok" and h["store"] == 40 and h["dim"] == server["encoder"].dim
     schema = httpx.get(server["url"] + "/openapi.json").json()
     assert {"/v1/embeddings", "/v1/similarity", "/v1/search", "/healthz"} <= set(schema["paths"])
+    for path in ("/v1/embeddings", "/v1/similarity", "/v1/search"):  # bodies are read by hand, after the key check
+        op = schema["paths"][path]["post"]
+        assert "properties" in op["requestBody"]["content"]["application/json"]["schema"]
+        assert op["security"] == [{"HTTPBearer": []}]
 
 
 def test_concurrent_requests_are_batched_and_routed(server: dict[str, Any]) -> None:

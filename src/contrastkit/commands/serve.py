@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
                        description="Prints 'listening on http://HOST:PORT' when it accepts requests.")
     p.add_argument("--model", required=True, help="model dir, hub name or alias")
     p.add_argument("--model-name", help="name reported in responses; requests may name it or --model "
-                                        "(default: --model)")
+                                        "(None: the --model value)")
     p.add_argument("--store", help="store directory for /v1/search (see 'contrastkit index build')")
     p.add_argument("--force", action="store_true",
                    help="serve --store even when it was built by another model (default: refuse)")
@@ -98,8 +98,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--encode-batch-size", type=_positive_int, default=64, help="model forward batch size")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads for encoding (default: torch's, one per core; on a shared machine 1 "
-                        "can be much faster)")
+                   help="torch threads for encoding (None: torch's own choice, one per core; on a machine "
+                        "shared with other busy processes 1 can be much faster)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=_cmd_serve)
