@@ -306,13 +306,13 @@ class Trainer:
         elif start > 0 and norm > MAX_NORM_GROWTH * start:
             why = (f"the weights' norm grew from {start:.4g} to {norm:.4g} (more than {MAX_NORM_GROWTH:g}x; "
                    "the learning rate is likely far too high)")
-        if why is not None:
-            raise TrainingError(f"step {state['step']}: {why}; this checkpoint was not written and the run stopped. "
-                                f"{self._last_good()}")
+        if _agree(why is not None, self.encoder.device):  # every rank stops together
+            raise TrainingError(f"step {state['step']}: {why or 'another rank found insane weights'}; this "
+                                f"checkpoint was not written and the run stopped. {self._last_good()}")
 
     def _checkpoint(self, state: dict[str, Any], opt: torch.optim.Optimizer, sched: Any,
                     grad_norm_ok: bool = True) -> None:
-        self._check_sane(state, not _agree(not grad_norm_ok, self.encoder.device))
+        self._check_sane(state, grad_norm_ok)
         training_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
                           "trainer": dict(state), "negatives": self.negatives.state_dict()}
         if distributed.is_distributed():  # every rank's dropout stream, so a resumed run stays exact
