@@ -51,7 +51,7 @@ def test_encode_returns_input_order_regardless_of_length_sorting(tiny_bert: Path
 
 def test_prompt_pooling_wraps_text(tiny_bert: Path):
     enc = Encoder.from_pretrained(str(tiny_bert), pooling="prompt", prompt_template="the {text} is")
-    assert enc.prepare(["dog"]) == ["the dog is"]
+    assert enc.prepare(["dog"]) == ["the dog. is"]  # PromptEOL's sentence fix-up (encoders/readouts.py)
     with pytest.raises(ConfigError, match="prompt_template"):
         Encoder.from_pretrained(str(tiny_bert), pooling="prompt", prompt_template="no placeholder")
 

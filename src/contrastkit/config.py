@@ -19,7 +19,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 
 from .errors import ConfigError
 
-PoolingName = Literal["cls", "cls_mlp", "mean", "first_last_avg", "last_token", "prompt"]
+PoolingName = Literal["cls", "cls_mlp", "mean", "first_last_avg", "last_token", "prompt",
+                      # prompt readouts of decoder LMs (encoders/readouts.py), parameters under model.readout
+                      "prompt_icl", "metaeol", "pretended_cot", "knowledge", "contrastive_prompt",
+                      "token_prepending", "echo"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -66,6 +69,19 @@ class ModelConfig(_Section):
     freeze_layers: int | None = Field(
         default=None, ge=0, description="Freeze the token embeddings and the first k layers (train the rest)."
     )
+    readout: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters of a readout pooling (prompt, prompt_icl, metaeol, pretended_cot, "
+                                          "knowledge, contrastive_prompt, token_prepending, echo), e.g. {layer: -2}.")
+
+    @model_validator(mode="after")
+    def _check_readout(self) -> ModelConfig:
+        from .encoders.readouts import check_params
+
+        try:
+            check_params(self.pooling, self.readout)
+        except ConfigError as e:
+            raise ValueError(f"model.readout: {e}") from None
+        return self
 
 
 class LossConfig(BaseModel):

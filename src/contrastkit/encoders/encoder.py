@@ -21,6 +21,7 @@ from ..fsutil import fresh_tmp_dir, replace_dir
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
+from .readouts import READOUTS, Readout, make_readout
 from .st_module import (
     POST_MODULES,
     Normalize,
@@ -75,17 +76,25 @@ class Encoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, tokenizer: Any, *, pooling: str = "mean", max_length: int = 128,
                  prompt_template: str | None = None, normalize: bool = False, lowercase: bool = False,
-                 post: Sequence[nn.Module] = ()) -> None:
+                 post: Sequence[nn.Module] = (), readout: dict[str, Any] | None = None) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling '{pooling}'; known: {', '.join(POOLINGS)}")
-        if pooling == "prompt" and (not prompt_template or "{text}" not in prompt_template):
+        if pooling == "prompt" and prompt_template is not None and "{text}" not in prompt_template:
             raise ConfigError("pooling 'prompt' needs a prompt_template containing '{text}'")
+        if readout and pooling not in READOUTS:
+            raise ConfigError(f"readout parameters apply only to the readout poolings ({', '.join(READOUTS)}); "
+                              f"pooling is '{pooling}'")
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
-        self.prompt_template = prompt_template if pooling == "prompt" else None
+        # prompt readouts (encoders/readouts.py): text -> prompt(s) -> which layer / token -> one vector
+        self.readout: Readout | None = (make_readout(pooling, readout, template=prompt_template)
+                                        if pooling in READOUTS else None)
+        if self.readout is not None:
+            self.readout.attach(backbone, tokenizer)
+        self.prompt_template = self.readout.params["template"] if pooling == "prompt" else None
         self.normalize = normalize
         self.lowercase = lowercase
         # steps after pooling (st_module.Dense / LayerNorm / Normalize), as a sentence-transformers dir names them
@@ -111,7 +120,7 @@ class Encoder(nn.Module):
                         num_layers: int | None = None, dropout: float | None = None,
                         attention_dropout: float | None = None, residual_dropout: float | None = None,
                         prompt_template: str | None = None, backend: str = "auto",
-                        threads: int | None = None) -> Encoder:
+                        threads: int | None = None, readout: dict[str, Any] | None = None) -> Encoder:
         """Load a contrastkit dir, a sentence-transformers dir, or any HF backbone (name, path, .gguf, alias).
 
         ``backend`` picks what runs ``encode``: 'torch', 'onnx' or 'onnx-int8' (files written by
@@ -138,10 +147,12 @@ class Encoder(nn.Module):
         edits = dict(num_layers=num_layers, dropout=dropout, attention_dropout=attention_dropout,
                      residual_dropout=residual_dropout)
         backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
+        same_pooling = pooling is None or pooling == meta.get("pooling")
         enc = cls(backbone, tok, pooling=pooling or meta.get("pooling", "mean"),
                   max_length=max_length or meta.get("max_length") or _tokenizer_max_length(tok),
-                  prompt_template=prompt_template or meta.get("prompt_template"),
-                  normalize=meta.get("normalize", False), lowercase=meta.get("lowercase", False), post=post)
+                  prompt_template=prompt_template or (meta.get("prompt_template") if same_pooling else None),
+                  normalize=meta.get("normalize", False), lowercase=meta.get("lowercase", False), post=post,
+                  readout=readout if readout is not None else (meta.get("readout") if same_pooling else None))
         head_file = path / HEAD_FILE
         if enc.head is not None and head_file.is_file():
             from safetensors.torch import load_file
@@ -153,6 +164,9 @@ class Encoder(nn.Module):
 
     def use_onnx(self, path: str | Path | None, *, threads: int | None = None) -> Encoder:
         """Run ``encode`` with ONNX Runtime on the exported backbone at ``path`` (None: back to torch)."""
+        if path is not None and self.readout is not None:
+            raise ConfigError(f"pooling '{self.pooling}' is a prompt readout (several forward passes or hooks inside "
+                              "the backbone); the ONNX backends cannot run it, use backend='torch'")
         self.ort = OnnxBackbone(path, threads=threads) if path is not None else None
         return self
 
@@ -180,29 +194,49 @@ class Encoder(nn.Module):
 
     # -- tokenization and forward -------------------------------------------------------------
     def prepare(self, texts: Sequence[str]) -> list[str]:
-        """Apply lower-casing and the prompt template."""
+        """Apply lower-casing and the prompt template (a readout's first prompt: what its token count is about)."""
         out = [t.lower() for t in texts] if self.lowercase else list(texts)
+        if self.readout is not None:
+            return [self.readout.prompts(t)[0] for t in out]
         if self.prompt_template:
             out = [self.prompt_template.replace("{text}", t) for t in out]
         return out
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Tokenize a batch, padding to its longest text (truncated to ``max_length``)."""
+        if self.readout is not None:
+            return self._pad(self._tokenize_unpadded(texts), range(len(texts)))
         enc = self.tokenizer(self.prepare(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def _tokenize_unpadded(self, texts: Sequence[str]) -> Any:
         """Token ids of every text (truncated to ``max_length``, not padded), for :meth:`_pad` later."""
+        if self.readout is not None:  # a list of per-text token rows; the text is shortened, never the template
+            out = [t.lower() for t in texts] if self.lowercase else list(texts)
+            return [self.readout.featurize(self.tokenizer, t, self.max_length) for t in out]
         return self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)
+
+    def _lengths(self, enc: Any) -> list[int]:
+        """Token count of every text of an unpadded tokenization."""
+        if self.readout is not None:
+            return [self.readout.length(item) for item in enc]
+        return [len(ids) for ids in enc["input_ids"]]
 
     def _pad(self, enc: Any, rows: Sequence[int]) -> dict[str, Tensor]:
         """The batch of ``rows`` of an unpadded tokenization, padded to its longest and on the device."""
+        if self.readout is not None:
+            return self.readout.collate(self.tokenizer, [enc[i] for i in rows], self.device)
         feats = self.tokenizer.pad({k: [enc[k][i] for i in rows] for k in enc.keys()}, return_tensors="pt")
         return {k: v.to(self.device) for k, v in feats.items()}
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Embed a tokenized batch; the MLP head applies only in training mode."""
+        if self.readout is not None:
+            emb = self.readout.forward(self.backbone, features)
+            if self.post is not None:
+                emb = self.post(emb)
+            return emb
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         want_all = needs_all_hidden_states(self.pooling)
         out = self.backbone(**inputs, output_hidden_states=want_all, return_dict=True)
@@ -221,7 +255,8 @@ class Encoder(nn.Module):
         if cached is None or cached[0] != key:
             twin = Encoder(self.backbone, self.tokenizer, pooling=self.pooling, max_length=self.max_length,
                            prompt_template=self.prompt_template, normalize=self.normalize, lowercase=self.lowercase,
-                           post=[deepcopy(m).to(torch.bfloat16).eval() for m in self.post or ()])
+                           post=[deepcopy(m).to(torch.bfloat16).eval() for m in self.post or ()],
+                           readout=self.readout.params if self.readout is not None else None)
             twin.backbone = deepcopy(self.backbone).to(torch.bfloat16).eval()
             twin.head = None
             object.__setattr__(self, "_bf16_cache", (key, twin))  # not a sub-module: kept out of state_dict
@@ -272,7 +307,8 @@ class Encoder(nn.Module):
         if buckets <= 1 or len(texts) < 2 * buckets:
             return self(self.tokenize(texts))
         enc = self._tokenize_unpadded(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        lengths = self._lengths(enc)
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
         parts = [self(self._pad(enc, chunk)) for chunk in np.array_split(np.asarray(order), buckets)]
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
@@ -283,7 +319,7 @@ class Encoder(nn.Module):
                                batch_size: int) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
         """(indices, padded features) per batch, longest texts first; each text is tokenized once."""
         enc = self._tokenize_unpadded(texts)
-        order = np.argsort(-np.fromiter(map(len, enc["input_ids"]), np.int64, len(texts)), kind="stable")
+        order = np.argsort(-np.asarray(self._lengths(enc), dtype=np.int64), kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size].tolist()
             yield idx, self._pad(enc, idx)
@@ -331,12 +367,20 @@ class Encoder(nn.Module):
         self.backbone.save_pretrained(str(tmp), safe_serialization=True)
         saved_limit = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it
+        saved_template = getattr(self.tokenizer, "chat_template", None)
+        chat = self.readout.st_chat_template(self.tokenizer) if self.readout is not None else None
+        if chat is not None:  # sentence-transformers renders the prompt through it (text -> chat message)
+            self.tokenizer.chat_template = chat
         try:
             self.tokenizer.save_pretrained(str(tmp))
         finally:
             self.tokenizer.model_max_length = saved_limit
+            if chat is not None:
+                self.tokenizer.chat_template = saved_template
         meta = {"pooling": self.pooling, "max_length": self.max_length, "prompt_template": self.prompt_template,
                 "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
+        if self.readout is not None:
+            meta["readout"] = self.readout.params
         post = write_post_modules(tmp, list(self.post), start=2) if self.post is not None else []
         if post:  # steps after pooling, e.g. a Dense loaded from a sentence-transformers dir
             meta["post_modules"] = [{"type": m["type"].rsplit(".", 1)[-1], "path": m["path"]} for m in post]
@@ -376,6 +420,8 @@ def _tokenizer_max_length(tok: Any, fallback: int = 512) -> int:
 
 def _write_sentence_transformers_files(path: Path, enc: Encoder, post: list[dict[str, Any]]) -> None:
     flag = _ST_POOLING.get(enc.pooling)
+    if enc.readout is not None:  # expressible only as a chat template + last-token pooling (PromptEOL, last layer)
+        flag = "pooling_mode_lasttoken" if enc.readout.st_chat_template(enc.tokenizer) is not None else None
     modules: list[dict[str, Any]] = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     if flag is None:
@@ -393,8 +439,13 @@ def _write_sentence_transformers_files(path: Path, enc: Encoder, post: list[dict
         modules += post
     # the contrastkit module normalizes by itself
     write_st_pipeline(path, modules, normalize=enc.normalize and flag is not None)
-    (path / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": enc.max_length, "do_lower_case": enc.lowercase}, indent=2))
+    sbert: dict[str, Any] = {"max_seq_length": enc.max_length, "do_lower_case": enc.lowercase}
+    if enc.readout is not None and flag is not None:
+        # texts go through the tokenizer's chat template (the prompt written in Jinja): the 'message' modality
+        forward = {"method": "forward", "method_output_name": "last_hidden_state"}
+        sbert.update(modality_config={"text": forward, "message": {**forward, "format": "flat"}},
+                     module_output_name="token_embeddings")
+    (path / "sentence_bert_config.json").write_text(json.dumps(sbert, indent=2))
 
 
 def _read_sentence_transformers_dir(path: Path) -> tuple[dict[str, Any], str, list[nn.Module]]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-POOLINGS = ("cls", "cls_mlp", "mean", "first_last_avg", "last_token", "prompt")
+POOLINGS = ("cls", "cls_mlp", "mean", "first_last_avg", "last_token", "prompt",
+            # prompt readouts of decoder LMs, run by encoders/readouts.py (``prompt`` = PromptEOL is one of them)
+            "prompt_icl", "metaeol", "pretended_cot", "knowledge", "contrastive_prompt", "token_prepending", "echo")
 
 
 def needs_all_hidden_states(pooling: str) -> bool:

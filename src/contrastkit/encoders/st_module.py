@@ -1,6 +1,6 @@
 """sentence-transformers model directories: the steps after pooling, and a placeholder for poolers it lacks.
 
-``first_last_avg`` and ``prompt`` pooling have no sentence-transformers equivalent. Rather than
+``first_last_avg`` and most prompt readouts have no sentence-transformers equivalent. Rather than
 let ``SentenceTransformer(path)`` fall back to mean pooling and silently give other embeddings,
 such model directories name this module, whose loading fails with a clear message.
 """
@@ -28,7 +28,8 @@ class ContrastkitModule:
         """Raise: this pooler only exists in contrastkit."""
         raise ContrastkitError(
             f"{model_name_or_path} uses a pooler that sentence-transformers cannot express "
-            "(first_last_avg or prompt); load it with contrastkit.Encoder.from_pretrained(path)")
+            "(first_last_avg, or a prompt readout other than last-layer PromptEOL); load it with "
+            "contrastkit.Encoder.from_pretrained(path)")
 
 
 def write_st_pipeline(path: Path, modules: list[dict[str, Any]], *, normalize: bool) -> None:
