@@ -119,6 +119,17 @@ def test_resume_a_run_dir_reuses_its_saved_config(tiny_bert: Path, tmp_path: Pat
     assert "train.lr: 3e-05 (saved) -> 0.0001 (now)" in capsys.readouterr().err
 
 
+def test_a_refused_new_run_leaves_the_saved_config_alone(tiny_bert: Path, tmp_path: Path, capsys):
+    cfg = _write_config(tmp_path, tiny_bert, checkpoint_every=1, max_steps=2)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg)]) == 0
+    before = (run / "config.yaml").read_text()
+    assert main(["train", str(cfg), "--set", "train.lr=0.5"]) == 2
+    assert f"contrastkit train --resume {run}" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == before
+    assert main(["train", "--resume", str(run)]) == 0
+
+
 def test_resume_accepts_named_changes_and_trains_with_them(tiny_bert: Path, tmp_path: Path, capsys):
     cfg = _write_config(tmp_path, tiny_bert, checkpoint_every=1, max_steps=2, lr=1e-3, log_every=1)
     run = tmp_path / "run"

@@ -291,11 +291,17 @@ def train(config: RunConfig, *, resume: bool = False, allow_changes: Iterable[st
     With ``resume`` the run continues from its latest checkpoint; a config that differs from the saved
     ``config.yaml`` is refused unless each changed key is named in ``allow_changes``.
     """
+    from .errors import TrainingError
+    from .training.checkpoint import latest_checkpoint
+
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         for key, (old, new) in check_resume_changes(config, allow_changes).items():
             print(f"resume: {key} changed from {old!r} to {new!r} (allowed)")
+    elif latest_checkpoint(out / "checkpoints") is not None:  # before config.yaml is replaced
+        raise TrainingError(f"{out} already holds checkpoints; continue that run with contrastkit train --resume "
+                            f"{out}, or choose another train.output_dir")
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes
         (out / "config.yaml").write_text(dump_config(config))
     if config.train.num_threads:
