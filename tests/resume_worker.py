@@ -12,12 +12,15 @@ from contrastkit.training.trainer import Trainer
 from contrastkit.views import embed_batch
 
 
-def main(model: str, data: str, out: str, resume: str, delay: str, checkpoint_minutes: str = "") -> None:
-    """With ``checkpoint_minutes``, checkpoints are time-based only (checkpoint_every is past the run's end)."""
+def main(model: str, data: str, out: str, resume: str, delay: str, checkpoint_minutes: str = "",
+         lora: str = "") -> None:
+    """With ``checkpoint_minutes``, checkpoints are time-based only (checkpoint_every is past the run's end);
+    with ``lora``, LoRA adapters train instead of the backbone (saved merged)."""
     timed = {"checkpoint_every": 1000, "checkpoint_minutes": float(checkpoint_minutes)} if checkpoint_minutes else {}
+    adapters = {"lora": {"r": 4, "alpha": 8.0, "dropout": 0.1}} if lora else {}
     cfg = build_config({
         "data": {"source": data},
-        "model": {"backbone": model, "pooling": "cls_mlp", "dropout": 0.1},
+        "model": {"backbone": model, "pooling": "cls_mlp", "dropout": 0.1, **adapters},
         "train": {"output_dir": out, "batch_size": 8, "epochs": 2, "lr": 1e-3, "warmup_ratio": 0.2,
                   "checkpoint_every": 3, "keep_checkpoints": 2, "progress": False, "seed": 5, **timed},
         "eval": {"tasks": []},

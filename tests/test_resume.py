@@ -28,20 +28,22 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("timed", ["", "0.004"], ids=["step_checkpoints", "time_checkpoints"])
-def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Path, timed: str):
+@pytest.mark.parametrize("timed, lora", [("", ""), ("0.004", ""), ("", "1")],
+                         ids=["step_checkpoints", "time_checkpoints", "lora_adapters"])
+def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Path, timed: str, lora: str):
     """Killed mid-run and resumed: bit-identical weights. ``time_checkpoints``: checkpoint_every is past the
-    end of the run, so only the time-based checkpoint (train.checkpoint_minutes) saves the killed run."""
+    end of the run, so only the time-based checkpoint (train.checkpoint_minutes) saves the killed run.
+    ``lora_adapters``: LoRA adapters (with dropout) train and resume exactly, their merged weights compared."""
     data = tmp_path / "train.txt"
     data.write_text("\n".join(make_sentences(60, seed=1)) + "\n")  # 60/8 -> 8 batches/epoch, 16 steps
 
     ref = tmp_path / "ref"
-    p = _run([str(tiny_bert), str(data), str(ref), "0", "0", timed])
+    p = _run([str(tiny_bert), str(data), str(ref), "0", "0", timed, lora])
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
 
     run = tmp_path / "killed"
-    p = _run([str(tiny_bert), str(data), str(run), "0", "0.15", timed])
+    p = _run([str(tiny_bert), str(data), str(run), "0", "0.15", timed, lora])
     latest = run / "checkpoints" / "latest"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -55,7 +57,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Pa
     killed_at = latest.read_text().strip()
     assert killed_at < "step-00000016"
 
-    p = _run([str(tiny_bert), str(data), str(run), "1", "0", timed])
+    p = _run([str(tiny_bert), str(data), str(run), "1", "0", timed, lora])
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     assert f"continuing from {killed_at}" in out

@@ -50,6 +50,20 @@ class DataConfig(_Section):
     shuffle_buffer: int = Field(default=10_000, ge=1, description="Shuffle window when streaming.")
 
 
+class LoraConfig(_Section):
+    """LoRA adapters through PEFT (Hu et al., 2021): the backbone is frozen, low-rank updates train."""
+
+    r: int = Field(default=8, ge=1, description="Rank of the low-rank updates.")
+    alpha: float = Field(default=16.0, gt=0.0, description="Scale: updates are multiplied by alpha / r.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: str | list[str] = Field(
+        default="all-linear", description="Module names (or a PEFT pattern) to adapt; 'all-linear' = every "
+                                          "linear layer of the blocks.")
+    save: Literal["merged", "adapter"] = Field(
+        default="merged", description="Save the adapters merged into the weights (a plain model dir that "
+                                      "sentence-transformers loads) or alone (PEFT format, naming the base).")
+
+
 class ModelConfig(_Section):
     """Backbone, pooling and training-time head."""
 
@@ -69,6 +83,7 @@ class ModelConfig(_Section):
     freeze_layers: int | None = Field(
         default=None, ge=0, description="Freeze the token embeddings and the first k layers (train the rest)."
     )
+    lora: LoraConfig | None = Field(default=None, description="Train LoRA adapters instead of the backbone.")
     readout: dict[str, Any] = Field(
         default_factory=dict, description="Parameters of a readout pooling (prompt, prompt_icl, metaeol, pretended_cot, "
                                           "knowledge, contrastive_prompt, token_prepending, echo), e.g. {layer: -2}.")

@@ -71,6 +71,11 @@ def build_training_encoder(cfg: ModelConfig) -> tuple[Encoder, int]:
         from .encoders.backbones import freeze_bottom
 
         freeze_bottom(encoder.backbone, cfg.freeze_layers)
+    if cfg.lora is not None:
+        if cfg.freeze_layers is not None:
+            raise ConfigError("model.lora and model.freeze_layers together: LoRA already freezes the backbone")
+        encoder.add_lora(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                         target_modules=cfg.lora.target_modules, save=cfg.lora.save, base_name=str(cfg.backbone))
     return encoder, cfg.max_seq_length or base_limit
 
 

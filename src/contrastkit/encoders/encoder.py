@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..fsutil import fresh_tmp_dir, replace_dir
+from .adapters import apply_lora, is_adapted, load_adapted, save_backbone
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
 from .pooling import POOLINGS, MLPHead, needs_all_hidden_states, pool
@@ -143,10 +144,15 @@ class Encoder(nn.Module):
             post = [load_post_module(m["type"], module_dir(path, m["path"])) for m in meta.get("post_modules", [])]
         elif (path / "modules.json").is_file():
             meta, subfolder, post = _read_sentence_transformers_dir(path)
-        require_safetensors(path / subfolder, "model")
         edits = dict(num_layers=num_layers, dropout=dropout, attention_dropout=attention_dropout,
                      residual_dropout=residual_dropout)
-        backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
+        adapter = meta.get("adapter")
+        if adapter:  # a LoRA adapter saved alone: load the base model it names, then attach it
+            backbone, tok = load_backbone(adapter["base"], **edits)
+            backbone = load_adapted(backbone, path)
+        else:
+            require_safetensors(path / subfolder, "model")
+            backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
         same_pooling = pooling is None or pooling == meta.get("pooling")
         enc = cls(backbone, tok, pooling=pooling or meta.get("pooling", "mean"),
                   max_length=max_length or meta.get("max_length") or _tokenizer_max_length(tok),
@@ -161,6 +167,20 @@ class Encoder(nn.Module):
         if ort_file is not None:
             enc.use_onnx(ort_file, threads=threads)
         return enc
+
+    def add_lora(self, *, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+                 target_modules: str | list[str] = "all-linear", save: str = "merged",
+                 base_name: str | None = None) -> Encoder:
+        """Train LoRA adapters instead of the backbone (see :mod:`.adapters`); ``save`` 'merged' or 'adapter'."""
+        if save not in ("merged", "adapter"):
+            raise ConfigError(f"LoRA save mode '{save}' is not 'merged' or 'adapter'")
+        if is_adapted(self.backbone):
+            raise ConfigError("the backbone already has LoRA adapters")
+        base = base_name or getattr(self.backbone.config, "_name_or_path", "") or ""
+        self.backbone = apply_lora(self.backbone, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules,
+                                   base_name=base)
+        self.adapter_save = save
+        return self
 
     def use_onnx(self, path: str | Path | None, *, threads: int | None = None) -> Encoder:
         """Run ``encode`` with ONNX Runtime on the exported backbone at ``path`` (None: back to torch)."""
@@ -364,7 +384,7 @@ class Encoder(nn.Module):
         """Write safetensors + JSON that both contrastkit and ``SentenceTransformer(path)`` load."""
         path = Path(path)
         tmp = fresh_tmp_dir(path)
-        self.backbone.save_pretrained(str(tmp), safe_serialization=True)
+        adapter = save_backbone(self.backbone, tmp, merge=getattr(self, "adapter_save", "merged") == "merged")
         saved_limit = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it
         saved_template = getattr(self.tokenizer, "chat_template", None)
@@ -381,6 +401,8 @@ class Encoder(nn.Module):
                 "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
         if self.readout is not None:
             meta["readout"] = self.readout.params
+        if adapter is not None:
+            meta["adapter"] = adapter
         post = write_post_modules(tmp, list(self.post), start=2) if self.post is not None else []
         if post:  # steps after pooling, e.g. a Dense loaded from a sentence-transformers dir
             meta["post_modules"] = [{"type": m["type"].rsplit(".", 1)[-1], "path": m["path"]} for m in post]
@@ -422,6 +444,8 @@ def _write_sentence_transformers_files(path: Path, enc: Encoder, post: list[dict
     flag = _ST_POOLING.get(enc.pooling)
     if enc.readout is not None:  # expressible only as a chat template + last-token pooling (PromptEOL, last layer)
         flag = "pooling_mode_lasttoken" if enc.readout.st_chat_template(enc.tokenizer) is not None else None
+    if (path / "adapter_config.json").is_file():
+        flag = None  # an adapter saved alone: contrastkit attaches it to its base model
     modules: list[dict[str, Any]] = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     if flag is None:
