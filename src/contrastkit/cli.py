@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept (use --resume to continue)", file=sys.stderr)
+        print("interrupted; the last checkpoint is kept (continue a training run with: contrastkit train --resume "
+              "RUN_DIR)", file=sys.stderr)
         return 130
 
 
