@@ -84,6 +84,9 @@ class ModelConfig(_Section):
         default=None, ge=0, description="Freeze the token embeddings and the first k layers (train the rest)."
     )
     lora: LoraConfig | None = Field(default=None, description="Train LoRA adapters instead of the backbone.")
+    bidirectional: bool = Field(
+        default=False, description="Switch a decoder LM's self-attention to bidirectional (LLM2Vec); false = as the "
+                                   "backbone was saved (a bidirectional contrastkit model stays bidirectional).")
     readout: dict[str, Any] = Field(
         default_factory=dict, description="Parameters of a readout pooling (prompt, prompt_icl, metaeol, pretended_cot, "
                                           "knowledge, contrastive_prompt, token_prepending, echo), e.g. {layer: -2}.")

@@ -61,7 +61,8 @@ def build_training_encoder(cfg: ModelConfig) -> tuple[Encoder, int]:
     encoder = Encoder.from_pretrained(
         cfg.backbone, pooling=cfg.pooling, max_length=None, num_layers=cfg.num_layers,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, residual_dropout=cfg.residual_dropout,
-        prompt_template=cfg.prompt_template if cfg.pooling == "prompt" else None, readout=cfg.readout or None)
+        prompt_template=cfg.prompt_template if cfg.pooling == "prompt" else None, readout=cfg.readout or None,
+        bidirectional=True if cfg.bidirectional else None)
     base_limit = encoder.max_length
     positions = getattr(encoder.backbone.config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:

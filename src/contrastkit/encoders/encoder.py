@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..fsutil import fresh_tmp_dir, replace_dir
+from ..lm.bidirectional import causal_config, is_bidirectional, make_bidirectional
 from .adapters import apply_lora, is_adapted, load_adapted, save_backbone
 from .backbones import load_backbone, resolve_alias
 from .onnx_backend import OnnxBackbone, onnx_file, resolve_backend
@@ -121,8 +122,12 @@ class Encoder(nn.Module):
                         num_layers: int | None = None, dropout: float | None = None,
                         attention_dropout: float | None = None, residual_dropout: float | None = None,
                         prompt_template: str | None = None, backend: str = "auto",
-                        threads: int | None = None, readout: dict[str, Any] | None = None) -> Encoder:
+                        threads: int | None = None, readout: dict[str, Any] | None = None,
+                        bidirectional: bool | None = None) -> Encoder:
         """Load a contrastkit dir, a sentence-transformers dir, or any HF backbone (name, path, .gguf, alias).
+
+        ``bidirectional`` switches a decoder LM's self-attention to bidirectional (LLM2Vec, see
+        :mod:`contrastkit.lm.bidirectional`); None = as saved (a contrastkit dir records it).
 
         ``backend`` picks what runs ``encode``: 'torch', 'onnx' or 'onnx-int8' (files written by
         ``contrastkit export``), or 'auto' = ``$CONTRASTKIT_BACKEND`` if set, else 'torch'. Training
@@ -153,6 +158,8 @@ class Encoder(nn.Module):
         else:
             require_safetensors(path / subfolder, "model")
             backbone, tok = load_backbone(name_or_path, subfolder=subfolder, **edits)
+        if bidirectional if bidirectional is not None else meta.get("bidirectional", False):
+            make_bidirectional(backbone)
         same_pooling = pooling is None or pooling == meta.get("pooling")
         enc = cls(backbone, tok, pooling=pooling or meta.get("pooling", "mean"),
                   max_length=max_length or meta.get("max_length") or _tokenizer_max_length(tok),
@@ -384,7 +391,8 @@ class Encoder(nn.Module):
         """Write safetensors + JSON that both contrastkit and ``SentenceTransformer(path)`` load."""
         path = Path(path)
         tmp = fresh_tmp_dir(path)
-        adapter = save_backbone(self.backbone, tmp, merge=getattr(self, "adapter_save", "merged") == "merged")
+        with causal_config(self.backbone):  # config.json stays causal; contrastkit.json records bidirectional
+            adapter = save_backbone(self.backbone, tmp, merge=getattr(self, "adapter_save", "merged") == "merged")
         saved_limit = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it
         saved_template = getattr(self.tokenizer, "chat_template", None)
@@ -401,6 +409,8 @@ class Encoder(nn.Module):
                 "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
         if self.readout is not None:
             meta["readout"] = self.readout.params
+        if is_bidirectional(self.backbone):
+            meta["bidirectional"] = True
         if adapter is not None:
             meta["adapter"] = adapter
         post = write_post_modules(tmp, list(self.post), start=2) if self.post is not None else []
@@ -446,6 +456,8 @@ def _write_sentence_transformers_files(path: Path, enc: Encoder, post: list[dict
         flag = "pooling_mode_lasttoken" if enc.readout.st_chat_template(enc.tokenizer) is not None else None
     if (path / "adapter_config.json").is_file():
         flag = None  # an adapter saved alone: contrastkit attaches it to its base model
+    if is_bidirectional(enc.backbone):
+        flag = None  # sentence-transformers would run the saved (causal) config.json
     modules: list[dict[str, Any]] = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     if flag is None:

@@ -28,7 +28,8 @@ class ContrastkitModule:
         """Raise: this pooler only exists in contrastkit."""
         raise ContrastkitError(
             f"{model_name_or_path} uses a pooler that sentence-transformers cannot express "
-            "(first_last_avg, or a prompt readout other than last-layer PromptEOL); load it with "
+            "(first_last_avg, or a prompt readout other than last-layer PromptEOL) or bidirectional attention in a "
+            "decoder LM (model.bidirectional); load it with "
             "contrastkit.Encoder.from_pretrained(path)")
 
 
