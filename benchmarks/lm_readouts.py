@@ -1,0 +1,128 @@
+"""Training-free readouts of small LMs on the 7 SimCSE STS tasks (SimCSE/SentEval protocol, no training).
+
+Every readout of ``contrastkit.encoders.readouts`` (PromptEOL, PromptEOL + in-context demonstration, MetaEOL,
+Pretended CoT, Knowledge Enhancement, Contrastive Prompting, Token Prepending, Echo mean / last) beside the
+plain poolings (mean, first_last_avg, last_token), for SmolLM2-135M-Instruct and Gemma-3-270m (offline aliases).
+
+    python benchmarks/lm_readouts.py                                  # the full table (slow on 2 cores)
+    python benchmarks/lm_readouts.py --limit 50 --models smollm2-135m # smoke run: 50 pairs per task
+    python benchmarks/lm_readouts.py --readouts prompt echo --params '{"echo": {"pool": "last"}}'
+
+Readout parameters are the papers' defaults unless ``--params`` (JSON: name -> parameters) overrides them;
+rows named ``name:key=value`` come from ``--variants`` (e.g. ``--variants 'prompt:layer=-2'``).
+``--limit N`` keeps the first N scored pairs of each task (a quick check, not comparable to the papers).
+Writes ``benchmarks/results/lm_readouts[-TAG].json`` and prints a Markdown table (Spearman x 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions  # noqa: E402
+from contrastkit.encoders import Encoder  # noqa: E402
+from contrastkit.encoders.readouts import READOUTS  # noqa: E402
+from contrastkit.evaluation.senteval import STSTask, load_sts_task  # noqa: E402
+from contrastkit.evaluation.sts import SIMCSE_TASKS, evaluate_sts  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+MODELS = ("smollm2-135m", "gemma3-270m")
+BASELINES = ("mean", "first_last_avg", "last_token")
+# Echo appears twice (mean and last token over the second copy).
+DEFAULT_ROWS = (*BASELINES, *(n for n in READOUTS if n != "echo"), "echo:pool=mean", "echo:pool=last")
+
+
+def parse_row(row: str) -> tuple[str, dict[str, object]]:
+    """'name' or 'name:key=value,key=value' -> (pooling, readout parameters); values are JSON or strings."""
+    name, _, rest = row.partition(":")
+    params: dict[str, object] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return name, params
+
+
+def limited(task: STSTask, limit: int | None) -> STSTask:
+    """The first ``limit`` pairs of a task (all of them when None)."""
+    if limit is None or limit >= len(task):
+        return task
+    return STSTask(task.name, task.pairs[:limit], task.scores[:limit], task.groups[:limit], task.source,
+                   [*task.notes, f"first {limit} pairs only (--limit)"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="model aliases, paths or .gguf files")
+    ap.add_argument("--readouts", nargs="+", default=list(DEFAULT_ROWS),
+                    help="rows: a pooling name, optionally 'name:key=value,...' readout parameters")
+    ap.add_argument("--variants", nargs="*", default=[], help="extra rows appended to --readouts")
+    ap.add_argument("--params", default="{}", help="JSON: readout name -> parameters applied to its rows")
+    ap.add_argument("--limit", type=int, default=None, help="first N pairs of each task (quick runs)")
+    ap.add_argument("--max-length", type=int, default=512, help="token limit; texts are shortened, never templates")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--data-dir", default=None, help="SentEval data root (default: the usual places)")
+    ap.add_argument("--tag", default="", help="suffix of the result file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = json.loads(args.params)
+    rows = [parse_row(r) for r in [*args.readouts, *args.variants]]
+    tasks = [limited(load_sts_task(t, args.data_dir), args.limit) for t in SIMCSE_TASKS]
+    out: dict[str, object] = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "protocol": "SimCSE STS: cosine, Spearman x 100, STS12-16 'all', STS-B and SICK-R test; no training",
+        "limit": args.limit, "max_length": args.max_length, "precision": args.precision,
+        "batch_size": args.batch_size, "machine": cpu_model(), "threads": torch.get_num_threads(),
+        "versions": versions(), "results": {}}
+    results: dict[str, dict[str, dict[str, object]]] = out["results"]  # type: ignore[assignment]
+    t_all = time.perf_counter()
+    for model in args.models:
+        results[model] = {}
+        for name, params in rows:
+            label = name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+            readout = {**overrides.get(name, {}), **params} if name in READOUTS else None
+            t0 = time.perf_counter()
+            enc = Encoder.from_pretrained(model, pooling=name, max_length=args.max_length, readout=readout)
+            enc.eval()
+
+            def encode(texts: list[str], enc: Encoder = enc):  # noqa: ANN202
+                return enc.encode(texts, batch_size=args.batch_size, precision=args.precision)
+
+            res = evaluate_sts(encode, tasks)
+            scores = {k: round(v, 2) for k, v in res.scores.items()}
+            results[model][label] = {"scores": scores, "avg": round(res.avg, 2), "readout": (
+                enc.readout.params if enc.readout is not None else None), "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"{model:14s} {label:28s} avg {res.avg:6.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+            del enc
+    out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
+    dest.write_text(json.dumps(out, indent=2))
+    names = [t.name for t in tasks]
+    print(f"\n| model | readout | {' | '.join(names)} | Avg. |\n|---|---|{'---|' * (len(names) + 1)}")
+    for model, rows_ in results.items():
+        for label, r in rows_.items():
+            cells = " | ".join(f"{r['scores'].get(n, float('nan')):.2f}" for n in names)  # type: ignore[union-attr]
+            print(f"| {model} | {label} | {cells} | {r['avg']:.2f} |")
+    print(f"\nwrote {dest} ({out['wall_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
