@@ -9,6 +9,19 @@ tokens). Then it evaluates the same panel on the other options, all from that on
 * ``finetuned``: the plain fine-tuned weights (``merge_alpha=1``; the demo's default before);
 * ``wise-ft a``: ``base + a x (fine-tuned - base)`` for each ``--alphas`` value.
 
+and, each with a training run of its own (same data, seed and steps, no merge):
+
+* ``l2-sp L`` (``--l2sp L``): L2-SP (Li et al., 2018, "Explicit inductive bias for transfer learning
+  with convolutional networks", ICML): ``L * ||theta - theta_base||^2`` added to the loss, as the
+  gradient ``2 L (theta - theta_base)`` added before each optimizer step (a negatives-source hook,
+  so the trainer is unchanged);
+* ``mix-general F`` (``--mix-general F``): a share F of the 160 x 64 training rows are general-English
+  sentences (WordNet 3.0 definitions and examples, Debian ``wordnet-base``) paired with themselves
+  (SimCSE's unsupervised positives: dropout makes the two views differ), shuffled among the verse pairs.
+
+``--variants-only`` runs only the training variants, adding them to ``--out`` (a new file, or an
+existing one from a run without ``--variants-only``).
+
 Writes ``benchmarks/results/demo_general_quality.json`` (after each model, so a killed run keeps
 what it measured) with the command, machine, versions and date.
 
@@ -46,10 +59,75 @@ def _row(result: dict, base: dict) -> dict:
             "eval_s": result.get("seconds")}
 
 
+def _l2sp_negatives(strength: float):  # noqa: ANN202 - a NegativeSource
+    """In-batch negatives plus the L2-SP gradient toward the weights at ``setup`` (the base model)."""
+    import torch
+
+    from contrastkit.training.negatives.in_batch import InBatchNegatives
+
+    class L2SPInBatch(InBatchNegatives):
+        def setup(self, encoder: torch.nn.Module) -> None:
+            self.start = {n: p.detach().clone() for n, p in encoder.named_parameters() if p.requires_grad}
+
+        def before_optimizer_step(self, encoder: torch.nn.Module) -> None:
+            with torch.no_grad():
+                for n, p in encoder.named_parameters():
+                    if p.grad is not None and n in self.start:
+                        p.grad.add_(p.detach() - self.start[n], alpha=2.0 * strength)
+
+    return L2SPInBatch()
+
+
+def _variant(name: str, output_dir: Path, *, l2sp: float | None = None, mix: float | None = None) -> dict:
+    """One training variant through run_demo (no merge), with the patches it needs."""
+    import random
+    from unittest import mock
+
+    from contrastkit import demo, run
+
+    patches = []
+    if l2sp is not None:
+        patches.append(mock.patch.object(run, "build_negatives", lambda cfg: _l2sp_negatives(l2sp)))
+    if mix is not None:
+        from contrastkit.data.embedded import wordnet_sentences
+
+        write = demo._write_pairs
+        n_rows = demo.FULL.train_pairs
+
+        def write_mixed(path: Path, verses: list, negatives: dict | None = None) -> None:
+            write(path, verses, negatives)
+            rng = random.Random(demo.FULL.seed)
+            pool = wordnet_sentences()
+            rows = path.read_text(encoding="utf-8").splitlines()
+            n_general = int(round(mix * n_rows))
+            general = [json.dumps({"anchor": t, "positive": t, "ref": "wordnet"}, ensure_ascii=False)
+                       for t in rng.sample(pool, n_general)]
+            mixed = rows[:n_rows - n_general] + general  # same rows in all: 160 steps of 64
+            rng.shuffle(mixed)
+            path.write_text("\n".join(mixed) + "\n", encoding="utf-8")
+
+        patches.append(mock.patch.object(demo, "_write_pairs", write_mixed))
+    for p in patches:
+        p.start()
+    try:
+        t0 = time.perf_counter()
+        report = demo.run_demo(output_dir, merge_alpha=1.0)
+        wall = time.perf_counter() - t0
+    finally:
+        for p in patches:
+            p.stop()
+    return {"report": report, "wall_s": round(wall, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alphas", nargs="*", type=float, default=[0.3, 0.7],
                     help="WiSE-FT shares evaluated besides the demo's default")
+    ap.add_argument("--l2sp", nargs="*", type=float, default=[0.01, 0.1], help="L2-SP strengths (a run each)")
+    ap.add_argument("--mix-general", nargs="*", type=float, default=[0.25],
+                    help="shares of general (WordNet) rows (a run each)")
+    ap.add_argument("--variants-only", action="store_true",
+                    help="only the training variants, added to the existing --out JSON")
     ap.add_argument("--output-dir", default="runs/bench_demo_general_quality")
     ap.add_argument("--out", default="benchmarks/results/demo_general_quality.json")
     args = ap.parse_args()
@@ -70,6 +148,26 @@ def main() -> None:
         tmp = out_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(out_path)
+
+    if args.variants_only:
+        if out_path.is_file():
+            old = json.loads(out_path.read_text())
+            record = {**old, "variants_command": record["command"], "variants_date": record["date"],
+                      "variants_load_avg_1m_at_start": record["machine"]["load_avg_1m_at_start"]}
+        base = record["models"]["base"]["metrics"] if "base" in record["models"] else None
+        variants = [(f"l2-sp {v}", {"l2sp": v}) for v in args.l2sp] + \
+                   [(f"mix-general {v}", {"mix": v}) for v in args.mix_general]
+        for name, kw in variants:
+            res = _variant(name, Path(args.output_dir) / name.replace(" ", "-"), **kw)
+            if base is None:
+                base = _row(res["report"]["before"], {})["metrics"]
+                record["models"]["base"] = _row(res["report"]["before"], base)
+            record["models"][name] = _row(res["report"]["after"], base) | {
+                "demo_wall_s": res["wall_s"], "train_s": res["report"]["timings_s"]["train"]}
+            print(f"{name}: worst general delta {record['models'][name]['worst_general_delta']}", flush=True)
+            save()
+        print(f"wrote {out_path}")
+        return
 
     t0 = time.perf_counter()
     report = demo.run_demo(args.output_dir)  # exactly the demo's default

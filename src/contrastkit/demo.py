@@ -212,7 +212,8 @@ def load_general_tasks(enabled: bool = True, data_dir: str | Path | None = None)
 
 
 def general_quality(encode: Callable[[list[str]], Any], tasks: GeneralTasks, *,
-                    encode_long: Callable[[list[str]], Any] | None = None) -> dict[str, Any]:
+                    encode_long: Callable[[list[str]], Any] | None = None,
+                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The general-quality panel of one encoder: keys as in the demo's table (x 100), plus details.
 
     ``encode`` embeds sentences; ``encode_long`` the Lee documents (default: ``encode``; give one with
@@ -234,23 +235,31 @@ def general_quality(encode: Callable[[list[str]], Any], tasks: GeneralTasks, *,
         out["STS-B test"] = float(sts.tasks["STSBenchmark"].spearman)
         out["sts_tasks"] = {k: round(float(r.spearman), 2) for k, r in sts.tasks.items()}
         seconds["sts"] = time.perf_counter() - t0
+        if log:
+            log(f"  general: STS avg {out['sts7']:.2f} ({seconds['sts']:.0f} s)")
         t0 = time.perf_counter()
         tr = evaluate_transfer(cache, TRANSFER_SUBSET, tasks.senteval_dir)
         accs = {k: float(v.acc) for k, v in tr.tasks.items()}
         out["transfer"] = float(np.mean(list(accs.values())))
         out["transfer_tasks"] = {k: round(v, 2) for k, v in accs.items()}
         seconds["transfer"] = time.perf_counter() - t0
+        if log:
+            log(f"  general: transfer avg {out['transfer']:.2f} ({seconds['transfer']:.0f} s)")
         t0 = time.perf_counter()
         ret = evaluate_retrieval_suite(cache, PARAPHRASE_TASKS, tasks.senteval_dir, skip_missing=True)
         for name, m in ret.tasks.items():
             out[name] = float(m["ndcg@10"])
         seconds["retrieval"] = time.perf_counter() - t0
+        if log:
+            log(f"  general: paraphrase retrieval ({seconds['retrieval']:.0f} s)")
     if tasks.lee is not None:
         t0 = time.perf_counter()
         lee = evaluate_lee(encode_long or encode, tasks.lee)
         out["lee"] = lee["pearson"]
         out["lee_spearman"] = lee["spearman"]
         seconds["lee"] = time.perf_counter() - t0
+        if log:
+            log(f"  general: Lee documents Pearson {out['lee']:.2f} ({seconds['lee']:.0f} s)")
     out["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     return out
 
@@ -290,7 +299,8 @@ def merge_with_base(finetuned_dir: str | Path, base_dir: str | Path, alpha: floa
 
 
 def _evaluate(model: str, eval_set: _EvalSet, general: GeneralTasks, settings: DemoSettings,
-              pooling: str | None = None, *, disk_cache: bool = False) -> dict[str, Any]:
+              pooling: str | None = None, *, disk_cache: bool = False,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Held-out paraphrase retrieval (and the general-quality panel) of one model.
 
     ``disk_cache``: keep the panel's embeddings under ``$CONTRASTKIT_CACHE/embeddings`` (for the
@@ -322,7 +332,7 @@ def _evaluate(model: str, eval_set: _EvalSet, general: GeneralTasks, settings: D
             extra = {"pooling": enc_g.pooling, "max_length": GENERAL_MAX_LENGTH, "precision": "fp32"}
             cached = EmbeddingCache(encode_general, cache_dir=cache_dir() / "embeddings",
                                     fingerprint=model_fingerprint(model, extra), model_info={"model": model, **extra})
-        out["general"] = general_quality(cached, general)
+        out["general"] = general_quality(cached, general, log=log)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -574,7 +584,7 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
 
     log("evaluating the untrained model ...")
     t0 = time.perf_counter()
-    before = _evaluate(model_path, eval_set, general, settings, pooling="mean", disk_cache=True)
+    before = _evaluate(model_path, eval_set, general, settings, pooling="mean", disk_cache=True, log=log)
     timings["eval_before"] = time.perf_counter() - t0
 
     log(f"training: {steps} steps of {settings.batch_size} pairs, lr {settings.lr} ...")
@@ -590,7 +600,7 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
     if settings.merge_alpha < 1.0:
         model_dir = merge_with_base(result.model_dir, model_path, settings.merge_alpha, out / "model")
         log(f"saved model: {model_dir} = base + {settings.merge_alpha} x (fine-tuned - base) (WiSE-FT)")
-    after = _evaluate(str(model_dir), eval_set, general, settings)
+    after = _evaluate(str(model_dir), eval_set, general, settings, log=log)
     timings["eval_after"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
