@@ -207,19 +207,42 @@ class Readout:
         return max(len(r) for r in item["rows"])
 
     # -- tokens -> vector --------------------------------------------------------------------------
-    def _run(self, backbone: nn.Module, feats: dict[str, Tensor]) -> tuple[Tensor, ...]:
-        out = backbone(input_ids=feats["input_ids"], attention_mask=feats["attention_mask"],
-                       output_hidden_states=True, return_dict=True)
-        return out.hidden_states
-
-    def _last_tokens(self, hidden_states: tuple[Tensor, ...], mask: Tensor) -> Tensor:
-        idx = last_token_index(mask)
+    def _read(self, backbone: nn.Module, feats: dict[str, Tensor], index: Tensor | None = None) -> list[Tensor]:
+        """``hidden_states[layer]`` for each read layer (as ``output_hidden_states`` numbers them), kept only at
+        position ``index`` of each row when given: hooks on the blocks instead of every layer's full states."""
+        n = _num_layers(backbone)
+        wanted = {layer % (n + 1) for layer in self.read_layers()}
+        mask = feats["attention_mask"]
         rows = torch.arange(mask.shape[0], device=mask.device)
-        return torch.stack([hidden_states[layer][rows, idx] for layer in self.read_layers()]).mean(0)
+        got: dict[int, Tensor] = {}
+
+        def take(h: Tensor) -> Tensor:
+            return h[rows, index] if index is not None else h
+
+        def keep(i: int) -> Callable[..., None]:
+            def hook(module: nn.Module, args: Any, out: Any) -> None:
+                got[i] = take(out[0] if isinstance(out, tuple) else out)
+            return hook
+
+        blocks = _blocks(backbone)
+        handles = [(backbone.get_input_embeddings() if i == 0 else blocks[i - 1]).register_forward_hook(keep(i))
+                   for i in sorted(wanted) if i < n]
+        try:
+            out = backbone(input_ids=feats["input_ids"], attention_mask=mask, return_dict=True)
+        finally:
+            for h in handles:
+                h.remove()
+        if n in wanted:
+            got[n] = take(out.last_hidden_state)  # hidden_states[-1]: after the final norm
+        return [got[layer % (n + 1)] for layer in self.read_layers()]
+
+    def _last_tokens(self, backbone: nn.Module, feats: dict[str, Tensor]) -> Tensor:
+        """The last real token's state, averaged over the read layers."""
+        return torch.stack(self._read(backbone, feats, last_token_index(feats["attention_mask"]))).mean(0)
 
     def forward(self, backbone: nn.Module, feats: dict[str, Tensor]) -> Tensor:
         """One vector per text: the last token's state, averaged over the read layers and the text's prompts."""
-        vec = self._last_tokens(self._run(backbone, feats), feats["attention_mask"])
+        vec = self._last_tokens(backbone, feats)
         k = len(self.prompts("x"))
         return vec.view(-1, k, vec.shape[-1]).mean(1)
 
@@ -446,10 +469,9 @@ class ContrastivePrompt(PromptEOL):
 
         handle = proj.register_forward_pre_hook(steer)
         try:
-            hidden = self._run(backbone, feats)
+            return self._last_tokens(backbone, feats)
         finally:
             handle.remove()
-        return self._last_tokens(hidden, feats["attention_mask"])
 
     def st_chat_template(self, tokenizer: Any) -> str | None:
         return None
@@ -484,7 +506,7 @@ class TokenPrepending(PromptEOL):
         if ph not in tokenizer.get_vocab():
             tokenizer.add_tokens([ph])
             old = backbone.get_input_embeddings().weight.shape[0]
-            backbone.resize_token_embeddings(len(tokenizer))
+            backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
             weight = backbone.get_input_embeddings().weight
             gen = torch.Generator().manual_seed(0)
             with torch.no_grad():
@@ -514,11 +536,10 @@ class TokenPrepending(PromptEOL):
         handles = [blocks[i].register_forward_pre_hook(prepend, with_kwargs=True)
                    for i in range(self.params["start"], min(self.params["exit"], len(blocks)))]
         try:
-            hidden = self._run(backbone, feats)
+            return self._last_tokens(backbone, feats)
         finally:
             for h in handles:
                 h.remove()
-        return self._last_tokens(hidden, mask)
 
     def st_chat_template(self, tokenizer: Any) -> str | None:
         return None
@@ -576,9 +597,8 @@ class Echo(Readout):
         return feats
 
     def forward(self, backbone: nn.Module, feats: dict[str, Tensor]) -> Tensor:
-        hidden = self._run(backbone, feats)
         pool = feats["pool_mask"]
-        states = torch.stack([hidden[layer] for layer in self.read_layers()]).mean(0)
+        states = torch.stack(self._read(backbone, feats)).mean(0)
         if self.params["pool"] == "last":
             return states[torch.arange(states.shape[0], device=states.device), last_token_index(pool)]
         m = pool.unsqueeze(-1).to(states.dtype)
