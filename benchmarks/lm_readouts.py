@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def parse_row(row: str) -> tuple[str, dict[str, object]]:
     """'name' or 'name:key=value,key=value' -> (pooling, readout parameters); values are JSON or strings."""
     name, _, rest = row.partition(":")
     params: dict[str, object] = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?=\w+=)", rest)):  # commas inside [..] stay
         key, _, value = item.partition("=")
         try:
             params[key] = json.loads(value)
