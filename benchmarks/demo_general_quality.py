@@ -128,6 +128,8 @@ def main() -> None:
                     help="shares of general (WordNet) rows (a run each)")
     ap.add_argument("--variants-only", action="store_true",
                     help="only the training variants, added to the existing --out JSON")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse --output-dir's demo run and --out's rows; evaluate only the options not there yet")
     ap.add_argument("--output-dir", default="runs/bench_demo_general_quality")
     ap.add_argument("--out", default="benchmarks/results/demo_general_quality.json")
     args = ap.parse_args()
@@ -170,8 +172,14 @@ def main() -> None:
         return
 
     t0 = time.perf_counter()
-    report = demo.run_demo(args.output_dir)  # exactly the demo's default
-    demo_wall = time.perf_counter() - t0
+    if args.reuse and out_path.is_file():  # evaluate more options on the stored run's fine-tuned model
+        old = json.loads(out_path.read_text())
+        record = {**old, "models": old["models"], "reuse_command": record["command"]}
+        report = json.loads((Path(args.output_dir) / "report.json").read_text())
+        demo_wall = old["demo"]["wall_s"]
+    else:
+        report = demo.run_demo(args.output_dir)  # exactly the demo's default
+        demo_wall = time.perf_counter() - t0
     base = _row(report["before"], {})["metrics"]
     record["demo"] = {"wall_s": round(demo_wall, 1), "timings_s": report["timings_s"],
                       "torch_threads": report["torch_threads"], "verdict": report["general_verdict"],
@@ -195,13 +203,16 @@ def main() -> None:
             options.append((f"wise-ft {a}", str(demo.merge_with_base(finetuned, base_path, a,
                                                                      Path(args.output_dir) / f"wise-ft-{a}"))))
     for name, path in options:
+        if name in record["models"]:
+            continue
         t1 = time.perf_counter()
         res = demo._evaluate(path, eval_set, general, settings)
         record["models"][name] = _row(res, base)
         print(f"{name}: worst general delta {record['models'][name]['worst_general_delta']}, "
               f"{time.perf_counter() - t1:.0f} s", flush=True)
         save()
-    record["wall_s"] = round(time.perf_counter() - t0, 1)
+    if not args.reuse:
+        record["wall_s"] = round(time.perf_counter() - t0, 1)
     save()
     print(f"wrote {out_path}")
 
