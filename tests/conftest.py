@@ -41,6 +41,37 @@ def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, seed: int 
     return path
 
 
+def build_tiny_llama(path: Path, *, layers: int = 2, seed: int = 0, tie: bool = True,
+                     texts: tuple[str, ...] | list[str] = ()) -> Path:
+    """Write a random LlamaForCausalLM (GQA) with a word-level tokenizer that adds BOS to ``path``.
+
+    The vocabulary holds the special tokens, '_' (LLM2Vec's mask token), the tiny words and every
+    whitespace/punctuation piece of ``texts`` (e.g. prompt templates).
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "_": 4}
+    for text in (" ".join(WORDS), *texts):
+        for piece, _ in pre.pre_tokenize_str(text):
+            vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", model_max_length=512)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
+                      tie_word_embeddings=tie, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    LlamaForCausalLM(cfg).save_pretrained(str(path))
+    fast.save_pretrained(str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of a tiny random BERT (session-wide; do not modify)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import WORDS, build_tiny_bert, make_sentences
+from conftest import build_tiny_bert, build_tiny_llama, make_sentences
 from contrastkit.encoders import Encoder
 from contrastkit.errors import ConfigError
 from contrastkit.lm.bidirectional import is_bidirectional, make_bidirectional
@@ -18,32 +18,9 @@ from contrastkit.lm.mntp import LMHead, MntpEmbed, build_mntp_config, mntp_loss,
 from contrastkit.losses.mntp import IGNORE, mask_tokens, mntp
 
 
-def build_tiny_decoder(path: Path, *, layers: int = 2, seed: int = 0, tie: bool = True) -> Path:
-    """A random LlamaForCausalLM with a word-level tokenizer (adds BOS; '_' in the vocabulary, LLM2Vec's mask)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "_": 4}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
-    tok.decoder = decoders.WordPiece(prefix="##")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", model_max_length=128)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
-                      tie_word_embeddings=tie, pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    LlamaForCausalLM(cfg).save_pretrained(str(path))
-    fast.save_pretrained(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_decoder(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
-    return build_tiny_decoder(tmp_path_factory.mktemp("tiny-decoder"))
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-decoder"))
 
 
 def _backbone(path: Path, *, bidirectional: bool, attn: str = "sdpa") -> torch.nn.Module:
@@ -265,7 +242,7 @@ def test_the_trainer_gets_the_mntp_loss_of_the_masked_batch(tiny_decoder: Path):
 def test_untied_lm_head_is_loaded_from_the_checkpoint(tmp_path: Path):
     from transformers import LlamaForCausalLM
 
-    path = build_tiny_decoder(tmp_path / "untied", tie=False)
+    path = build_tiny_llama(tmp_path / "untied", tie=False)
     enc = Encoder.from_pretrained(str(path), bidirectional=True)
     head = LMHead(enc.backbone, str(path))
     want = LlamaForCausalLM.from_pretrained(str(path)).lm_head.weight

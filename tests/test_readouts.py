@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import WORDS
+from conftest import build_tiny_llama
 from contrastkit.encoders import Encoder
 from contrastkit.encoders import readouts as R
 from contrastkit.errors import ConfigError
@@ -30,39 +30,16 @@ def reference_fix(s: str) -> str:
     return s
 
 
-def build_tiny_llama(path: Path, *, layers: int = 4, seed: int = 0) -> Path:
-    """A random 4-layer LlamaForCausalLM (GQA, tied embeddings) with a word-level tokenizer that adds BOS."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+def _tiny_llama(path: Path) -> Path:
+    """The tiny Llama of conftest, 4 layers, with every piece of the readouts' prompts in its vocabulary."""
     corpus = [*R.METAEOL, R.PROMPTEOL, R.PRETENDED_COT, R.KNOWLEDGE, R.CONTRASTIVE_AUX, R.ECHO,
-              *(s for s, _ in R.DEMONSTRATIONS), *(w for _, w in R.DEMONSTRATIONS), " ".join(WORDS), *TEXTS,
-              "Hello hello"]
-    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
-    for text in corpus:
-        for piece, _ in pre.pre_tokenize_str(text):
-            vocab.setdefault(piece, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
-    from tokenizers import decoders
-
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", model_max_length=512)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
-                      tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    LlamaForCausalLM(cfg).save_pretrained(str(path))
-    fast.save_pretrained(str(path))
-    return path
+              *(s for s, _ in R.DEMONSTRATIONS), *(w for _, w in R.DEMONSTRATIONS), *TEXTS, "Hello hello"]
+    return build_tiny_llama(path, layers=4, texts=corpus)
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def ids_of(enc: Encoder, prompt: str) -> torch.Tensor:

@@ -69,9 +69,9 @@ def test_recipe_trains_two_steps(recipe: Path, tiny_bert: Path, tmp_path: Path):
 
 
 def _tiny_decoder(tmp: Path) -> Path:
-    from test_bidirectional import build_tiny_decoder
+    from conftest import build_tiny_llama
 
-    return build_tiny_decoder(tmp / "tiny-decoder")
+    return build_tiny_llama(tmp / "tiny-decoder")
 
 
 def test_llm2vec_recipes_chain_mntp_then_simcse(tmp_path: Path):

@@ -6,7 +6,7 @@ import functools
 import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +250,12 @@ OPERATIONAL_KEYS = tuple(f"train.{k}" for k in (
     "keep_checkpoints", "log_every"))
 
 
-def resume_config(output_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """The config saved in a run directory (``config.yaml``), with ``--set`` overrides applied."""
+def resume_config(output_dir: str | Path, overrides: list[str] | None = None, *,
+                  build: Callable[..., Any] = build_config) -> Any:
+    """The config saved in a run directory (``config.yaml``), with ``--set`` overrides applied.
+
+    ``build`` turns the tree into the run's config class (``build_config`` for ``contrastkit train``).
+    """
     from .config import apply_overrides
 
     saved = Path(output_dir) / "config.yaml"
@@ -260,19 +264,21 @@ def resume_config(output_dir: str | Path, overrides: list[str] | None = None) ->
                           "pass the run's config file too: contrastkit train CONFIG --resume")
     tree = apply_overrides(read_config_tree(saved), overrides or [])
     tree.setdefault("train", {})["output_dir"] = str(output_dir)  # the run may have been moved
-    return build_config(tree, origin=str(saved))
+    return build(tree, origin=str(saved))
 
 
-def check_resume_changes(config: RunConfig, allow_changes: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+def check_resume_changes(config: Any, allow_changes: Iterable[str] = (), *,
+                         build: Callable[..., Any] = build_config) -> dict[str, tuple[Any, Any]]:
     """Compare a resumed run's config with its saved ``config.yaml``; refuse changes not allowed by name.
 
     Operational settings (``OPERATIONAL_KEYS``) may always change. ``allow_changes`` holds dotted keys
     (``train.lr``) or section names (``train``). Returns the accepted changes as ``{key: (old, new)}``.
+    ``build`` reads the saved tree into the same config class as ``config``.
     """
     saved_path = Path(config.train.output_dir) / "config.yaml"
     if not saved_path.is_file():
         return {}
-    saved = build_config(read_config_tree(saved_path), origin=str(saved_path))
+    saved = build(read_config_tree(saved_path), origin=str(saved_path))
     diffs = config_differences(saved, config, ignore=OPERATIONAL_KEYS)
     allowed = set(allow_changes)
 

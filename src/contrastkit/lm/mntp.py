@@ -31,7 +31,7 @@ from pydantic import Field, ValidationError, model_validator
 from torch import Tensor
 
 from ..config import (DataConfig, EvalConfig, ModelConfig, TrainConfig, _format_validation_error, _Section,
-                      apply_overrides, config_differences, dump_config, read_config_tree)
+                      apply_overrides, dump_config, read_config_tree)
 from ..errors import ConfigError
 from ..losses.mntp import mask_tokens, mntp
 from ..training.batch import Embedded
@@ -183,39 +183,18 @@ def mntp_loss(softcap: float | None = None) -> Any:
 
 # -- the run ------------------------------------------------------------------------------------
 
-OPERATIONAL_KEYS = tuple(f"train.{k}" for k in (
-    "output_dir", "max_minutes", "num_threads", "progress", "device", "checkpoint_every", "checkpoint_minutes",
-    "keep_checkpoints", "log_every"))
-
-
 def resume_mntp_config(output_dir: str | Path, overrides: list[str] | None = None) -> MntpRunConfig:
     """The config saved in an MNTP run directory, with ``--set`` overrides applied."""
-    saved = Path(output_dir) / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"--resume {output_dir}: no config.yaml there (not an MNTP run directory?)")
-    tree = apply_overrides(read_config_tree(saved), overrides or [])
-    tree.setdefault("train", {})["output_dir"] = str(output_dir)
-    return build_mntp_config(tree, origin=str(saved))
+    from ..run import resume_config
 
-
-def _check_resume(config: MntpRunConfig, allow_changes: Iterable[str]) -> None:
-    saved_path = Path(config.train.output_dir) / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = build_mntp_config(read_config_tree(saved_path), origin=str(saved_path))
-    allowed = set(allow_changes)
-    refused = {k: v for k, v in config_differences(saved, config, ignore=OPERATIONAL_KEYS).items()  # type: ignore[arg-type]
-               if not any(".".join(k.split(".")[:i]) in allowed for i in range(1, k.count(".") + 2))}
-    if refused:
-        lines = "\n".join(f"  {k}: {old!r} (saved) -> {new!r} (now)" for k, (old, new) in refused.items())
-        raise ConfigError(f"--resume: the config differs from the one saved in {saved_path}:\n{lines}\n"
-                          f"Accept each by name: {' '.join('--allow-change ' + k for k in refused)}")
+    return resume_config(output_dir, overrides, build=build_mntp_config)
 
 
 def train_mntp(config: MntpRunConfig, *, resume: bool = False, allow_changes: Iterable[str] = ()) -> Any:
     """Run MNTP as ``config`` describes; writes checkpoints, metrics and ``model/`` under ``train.output_dir``."""
     from ..errors import TrainingError
-    from ..run import build_eval, build_training_encoder, load_training_examples, resolve_device, seed_everything
+    from ..run import (build_eval, build_training_encoder, check_resume_changes, load_training_examples,
+                       resolve_device, seed_everything)
     from ..samplers import RandomBatches, StreamingBatches
     from ..training.checkpoint import latest_checkpoint
     from ..training.trainer import Trainer
@@ -223,7 +202,7 @@ def train_mntp(config: MntpRunConfig, *, resume: bool = False, allow_changes: It
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        _check_resume(config, allow_changes)
+        check_resume_changes(config, allow_changes, build=build_mntp_config)
     elif latest_checkpoint(out / "checkpoints") is not None:
         raise TrainingError(f"{out} already holds checkpoints; continue that run with contrastkit lm mntp --resume "
                             f"{out}, or choose another train.output_dir")
