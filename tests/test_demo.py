@@ -355,6 +355,14 @@ def test_general_panel_skips_missing_parts_with_the_reason(tmp_path: Path, monke
         longdoc.load_lee()
 
 
+def test_merge_alpha_out_of_range_is_refused_before_training(tmp_path: Path) -> None:
+    from contrastkit import demo
+
+    with pytest.raises(ValueError, match="merge_alpha must be in"):
+        demo.run_demo(tmp_path / "d", quick=True, merge_alpha=1.5)
+    assert not (tmp_path / "d").exists()
+
+
 def test_general_verdict_names_the_rows_that_lost() -> None:
     from contrastkit.demo import _general_verdict
 

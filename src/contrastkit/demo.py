@@ -544,6 +544,8 @@ def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int 
                                        batch_size=batch_size, lr=lr, general=general, merge_alpha=merge_alpha,
                                        hard_negatives=hard_negatives).items() if v is not None}
     settings = replace(settings, **overrides)
+    if not 0.0 <= settings.merge_alpha <= 1.0:
+        raise ValueError(f"merge_alpha must be in [0, 1] (1 = plain fine-tuning), got {settings.merge_alpha}")
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     train_dir = out / "train"
