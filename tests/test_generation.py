@@ -435,3 +435,58 @@ def test_absolute_positions_model_matches_reference(lm):
     assert out.new_tokens() == _ref_decode(_ref_contrastive_search(model, 0.6, 4), rows)
     out = dola(model, ids, mask, dola_layers=[0, 1, 2], max_new_tokens=STEPS, eos_token_id=EOS)
     assert out.new_tokens() == _ref_decode(_ref_dola(model, [0, 1, 2], 0.1, 1.2), rows)
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory: pytest.TempPathFactory, one_thread: None):
+    return build_tiny_llama(tmp_path_factory.mktemp("gen-cli-llama"), layers=4, tie=False, seed=3)
+
+
+def test_cli_generate_file_and_stdin(lm, lm_dir, tmp_path, capsys, monkeypatch):
+    import io
+    import json
+
+    from contrastkit.cli import main
+
+    model, tok = lm
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS[:2]) + "\n\n" + PROMPTS[2] + "\n")
+    args = ["generate", "--model", str(lm_dir), "--strategy", "contrastive_search", "--penalty-alpha", "0.6",
+            "--top-k", "4", "--max-new-tokens", "6", "--batch-size", "2"]
+    assert main([*args, "--input", str(prompts)]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert "skipped 1 blank line" in captured.err and "tokens/s" in captured.err
+    expect = generate(model, tok, PROMPTS, penalty_alpha=0.6, top_k=4, max_new_tokens=6)
+    assert [r["prompt"] for r in rows] == PROMPTS
+    assert [r["completion"] for r in rows] == [c.text for c in expect]
+    assert [r["num_tokens"] for r in rows] == [len(c.token_ids) for c in expect]
+    assert {r["strategy"] for r in rows} == {"contrastive_search"}
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS)))
+    out = tmp_path / "out" / "gen.jsonl"
+    assert main(["generate", "--model", str(lm_dir), "--strategy", "sample", "--top-p", "0.9", "--seed", "1",
+                 "--max-new-tokens", "5", "--prompt-field", "text", "--output", str(out)]) == 0
+    sampled = [json.loads(line) for line in out.read_text().splitlines()]
+    expect = generate(model, tok, PROMPTS, strategy="sample", top_p=0.9, seed=1, max_new_tokens=5)
+    assert [r["completion"] for r in sampled] == [c.text for c in expect]
+
+
+def test_cli_generate_bad_input(lm_dir, tmp_path, capsys):
+    from contrastkit.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a dog"}\n{"prompt": 3}\n')
+    assert main(["generate", "--model", str(lm_dir), "--input", str(prompts)]) == 2
+    assert "p.jsonl:2" in capsys.readouterr().err
+    assert main(["generate", "--model", str(lm_dir), "--penalty-alpha", "0.6", "--input", str(prompts)]) == 2
+    assert "--strategy greedy takes no --penalty-alpha" in capsys.readouterr().err
+    good = tmp_path / "good.txt"
+    good.write_text("a dog\n")
+    assert main(["generate", "--model", str(lm_dir), "--strategy", "contrastive_decoding", "--amateur-layer", "9",
+                 "--input", str(good)]) == 2
+    assert "amateur_layer: layer(s) [9] outside [0, 4)" in capsys.readouterr().err
+    assert main(["generate", "--model", str(lm_dir), "--strategy", "contrastive_decoding", "--input", str(good)]) == 2
+    assert "exactly one amateur" in capsys.readouterr().err
