@@ -43,7 +43,7 @@ import numpy as np
 
 from .data.embedded import HELDOUT_BOOKS, Verse, bible_verses
 
-__all__ = ["DEFAULT_MERGE_ALPHA", "DemoSettings", "FULL", "GENERAL_TOLERANCE", "QUICK", "auto_threads",
+__all__ = ["DEFAULT_MERGE_ALPHA", "DemoSettings", "FULL", "GENERAL_TOLERANCE", "GeneralTasks", "QUICK", "auto_threads",
            "format_table", "general_quality", "load_general_tasks", "merge_with_base", "run_demo"]
 
 MODEL_ALIAS = "all-MiniLM-L6-v2"
@@ -61,7 +61,8 @@ GENERAL_MAX_LENGTH = 256
 """Token limit of the general-quality panel (all-MiniLM-L6-v2's own inference limit; Lee documents fit)."""
 
 TRANSFER_SUBSET: tuple[str, ...] = ("CR", "TREC", "MRPC")
-"""SentEval transfer tasks of the panel: the three cheapest of the seven (all of them would add minutes)."""
+"""SentEval transfer tasks of the panel: three of the seven, small ones of three kinds (sentiment, question type,
+paraphrase pairs); all seven would add minutes per model (the transfer suite takes 216 s on an idle machine)."""
 
 PARAPHRASE_TASKS: tuple[str, ...] = ("STSB-paraphrase", "SICK-paraphrase", "MRPC-paraphrase")
 
@@ -532,7 +533,8 @@ def run_demo(output_dir: str | Path = "runs/demo", quick: bool = False, *, backb
 
 def _run_demo(output_dir: str | Path, quick: bool, *, backbone: str, limit: int | None, eval_queries: int | None,
               eval_corpus: int | None, batch_size: int | None, lr: float | None, general: bool | None,
-              merge_alpha: float | None, hard_negatives: bool | None, progress: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
+              merge_alpha: float | None, hard_negatives: bool | None, progress: bool | None,
+              log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from .config import build_config
