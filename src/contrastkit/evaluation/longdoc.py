@@ -5,8 +5,8 @@ CogSci: 50 short Australian news articles (51-126 words; 53-154 all-MiniLM-L6-v2
 median 101, so most are cut by a 64-token truncation and all fit in 256), each pair rated
 by about 10 students on a 1-5 scale. The data ships in the ``gensim`` wheel's test data
 (``gensim/test/test_data/lee.cor``: one document per line, Latin-1, 0xA3 being a pound sign;
-``similarities0-1.txt``: the 50 x 50 matrix of mean ratings scaled to 0-1, upper triangle filled), the same files gensim's
-own ``test_lee.py`` scores LSI against. Install it with ``pip install contrastkit[assets]``
+``similarities0-1.txt``: the 50 x 50 matrix of mean ratings scaled to 0-1, upper triangle filled),
+the same files gensim's own ``test_lee.py`` scores LSI against. Install it with ``pip install contrastkit[assets]``
 (``gensim==4.4.0``); it is located through the package's file list, gensim is never imported.
 
 Protocol (as in Lee et al. and gensim's test): cosine of the two documents' embeddings for each
