@@ -15,6 +15,8 @@ and, each with a training run of its own (same data, seed and steps, no merge):
   with convolutional networks", ICML): ``L * ||theta - theta_base||^2`` added to the loss, as the
   gradient ``2 L (theta - theta_base)`` added before each optimizer step (a negatives-source hook,
   so the trainer is unchanged);
+* ``lora R:LR`` (``--lora R:LR``): LoRA adapters (Hu et al., 2021) of rank R (alpha 2R, every linear
+  layer) trained at learning rate LR instead of the whole model (``model.lora``), saved merged;
 * ``mix-general F`` (``--mix-general F``): a share F of the 160 x 64 training rows are general-English
   sentences (WordNet 3.0 definitions and examples, Debian ``wordnet-base``) paired with themselves
   (SimCSE's unsupervised positives: dropout makes the two views differ), shuffled among the verse pairs.
@@ -78,14 +80,25 @@ def _l2sp_negatives(strength: float):  # noqa: ANN202 - a NegativeSource
     return L2SPInBatch()
 
 
-def _variant(name: str, output_dir: Path, *, l2sp: float | None = None, mix: float | None = None) -> dict:
+def _variant(name: str, output_dir: Path, *, l2sp: float | None = None, mix: float | None = None,
+             lora: tuple[int, float] | None = None) -> dict:
     """One training variant through run_demo (no merge), with the patches it needs."""
     import random
     from unittest import mock
 
-    from contrastkit import demo, run
+    from contrastkit import config, demo, run
 
     patches = []
+    if lora is not None:  # LoRA adapters (model.lora) at rank r and learning rate lr, saved merged
+        r, lr = lora
+        build = config.build_config
+
+        def build_with_lora(tree: dict, *args, **kwargs):  # noqa: ANN202 - the demo's own config, plus LoRA
+            tree = {**tree, "model": {**tree["model"], "lora": {"r": r, "alpha": float(2 * r)}},
+                    "train": {**tree["train"], "lr": lr}}
+            return build(tree, *args, **kwargs)
+
+        patches.append(mock.patch.object(config, "build_config", build_with_lora))
     if l2sp is not None:
         patches.append(mock.patch.object(run, "build_negatives", lambda cfg: _l2sp_negatives(l2sp)))
     if mix is not None:
@@ -126,6 +139,8 @@ def main() -> None:
     ap.add_argument("--l2sp", nargs="*", type=float, default=[0.01, 0.1], help="L2-SP strengths (a run each)")
     ap.add_argument("--mix-general", nargs="*", type=float, default=[0.25],
                     help="shares of general (WordNet) rows (a run each)")
+    ap.add_argument("--lora", nargs="*", default=[], metavar="R:LR",
+                    help="LoRA adapters of rank R trained at lr LR instead of the full model (a run each), e.g. 8:5e-4")
     ap.add_argument("--variants-only", action="store_true",
                     help="only the training variants, added to the existing --out JSON")
     ap.add_argument("--reuse", action="store_true",
@@ -158,7 +173,8 @@ def main() -> None:
                       "variants_load_avg_1m_at_start": record["machine"]["load_avg_1m_at_start"]}
         base = record["models"]["base"]["metrics"] if "base" in record["models"] else None
         variants = [(f"l2-sp {v}", {"l2sp": v}) for v in args.l2sp] + \
-                   [(f"mix-general {v}", {"mix": v}) for v in args.mix_general]
+                   [(f"mix-general {v}", {"mix": v}) for v in args.mix_general] + \
+                   [(f"lora {v}", {"lora": (int(v.split(":")[0]), float(v.split(":")[1]))}) for v in args.lora]
         for name, kw in variants:
             res = _variant(name, Path(args.output_dir) / name.replace(" ", "-"), **kw)
             if base is None:
