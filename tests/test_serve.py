@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from contrastkit.encoders import Encoder
 from contrastkit.search import Store
 from contrastkit.serve import create_app, encoder_fn
 
-from conftest import make_sentences
+from conftest import make_sentences, serving
 
 KEY = "sekret"
 
@@ -41,20 +38,8 @@ def server(encoder: Encoder, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     store.add(docs, ids=[f"doc{i}" for i in range(40)], metadata=[{"half": i % 2} for i in range(40)])
     app = create_app(fns, model_name="tiny", dim=encoder.dim, store=store, api_key=KEY, max_batch=16,
                      max_text_chars=200, max_request_tokens=400, max_body_bytes=1 << 20, max_wait_ms=30)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.02)
-    assert srv.started
-    yield {"url": f"http://127.0.0.1:{port}", "app": app, "docs": docs, "encoder": encoder}
-    srv.should_exit = True
-    thread.join(timeout=5)
+    with serving(app) as url:
+        yield {"url": url, "app": app, "docs": docs, "encoder": encoder}
     store.close()
 
 

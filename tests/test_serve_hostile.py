@@ -3,7 +3,6 @@ bodies, token budgets, strict types, internals kept out of errors, disconnected 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -20,35 +19,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from contrastkit.encoders import Encoder
 from contrastkit.serve import EncodeFns, MicroBatcher, create_app, encoder_fn
 
-from conftest import make_sentences
+from conftest import make_sentences, serving
 
 KEY = "sekret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if srv.started:
-            break
-        time.sleep(0.02)
-    assert srv.started
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 def fake_vec(text: str) -> np.ndarray:
@@ -115,7 +94,7 @@ def real(encoder: Encoder) -> Iterator[dict[str, Any]]:
     """A server of the tiny BERT with small limits."""
     app = create_app(encoder_fn(encoder), model_name="tiny", dim=encoder.dim, api_key=KEY, max_batch=16,
                      max_text_chars=200, max_request_tokens=300, max_body_bytes=1 << 20, max_wait_ms=50)
-    with running(app) as url:
+    with serving(app) as url:
         yield {"url": url, "app": app, "encoder": encoder}
 
 
@@ -146,7 +125,7 @@ def test_lone_surrogate_fails_only_its_own_request_among_concurrent_clients(real
 def test_encode_failure_is_isolated_to_its_request_in_a_merged_batch() -> None:
     model = FakeModel(delay=0.15)
     app = create_app(model.fns(), model_name="fake", dim=4, max_batch=64, max_wait_ms=100)
-    with running(app) as url:
+    with serving(app) as url:
         def post(texts: list[str]) -> Any:
             return lambda: httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
 
@@ -282,7 +261,7 @@ def test_token_budget_and_bounded_token_id_input(real: dict[str, Any]) -> None:
 def test_healthz_answers_while_bodies_are_parsed_and_batches_encoded() -> None:
     model = FakeModel(delay=1.0)
     app = create_app(model.fns(), model_name="fake", dim=4, max_body_bytes=8 << 20, max_wait_ms=5)
-    with running(app) as url:
+    with serving(app) as url:
         heavy = b'{"input": [' + b"7," * 3_000_000 + b'7]}'  # 6 MB of token ids: slow to parse
         stop = time.perf_counter() + 60
 
@@ -378,7 +357,7 @@ def test_strict_search_requests(encoder: Encoder, tmp_path: Path) -> None:
 def test_disconnected_client_is_dropped_not_encoded() -> None:
     model = FakeModel(delay=0.8)
     app = create_app(model.fns(), model_name="fake", dim=4, max_wait_ms=5)
-    with running(app) as url:
+    with serving(app) as url:
         first: list[Any] = []
         t = threading.Thread(target=lambda: first.append(
             httpx.post(url + "/v1/embeddings", json={"input": "first"}, timeout=30)))
