@@ -104,6 +104,7 @@ class Encoder(nn.Module):
         self.head = MLPHead(self.dim) if pooling == "cls_mlp" else None
         self._inference_attention = getattr(backbone.config, "_attn_implementation", None)
         self.ort: OnnxBackbone | None = None
+        self.adapter_save = "merged"  # how LoRA adapters are saved, once add_lora adds them
 
     def train(self, mode: bool = True) -> Encoder:
         """Switch train/eval mode. On CPU with attention dropout on, training runs eager attention:
@@ -392,7 +393,7 @@ class Encoder(nn.Module):
         path = Path(path)
         tmp = fresh_tmp_dir(path)
         with causal_config(self.backbone):  # config.json stays causal; contrastkit.json records bidirectional
-            adapter = save_backbone(self.backbone, tmp, merge=getattr(self, "adapter_save", "merged") == "merged")
+            adapter = save_backbone(self.backbone, tmp, merge=self.adapter_save == "merged")
         saved_limit = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it
         saved_template = getattr(self.tokenizer, "chat_template", None)

@@ -136,7 +136,7 @@ def spm_merges(spec: GGUFTokenizerSpec) -> list[tuple[str, str]]:
     """
     vocab = {t: i for i, t in enumerate(spec.tokens)}
     if spec.architecture.startswith("gemma") or not spec.scores:
-        rank = {t: i for t, i in vocab.items()}
+        rank = dict(vocab)
     else:
         rank = {t: -spec.scores[i] for t, i in vocab.items()}
     normal = [t for i, t in enumerate(spec.tokens) if spec.token_types[i] == 1 and len(t) > 1]
