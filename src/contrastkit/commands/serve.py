@@ -63,11 +63,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         store.check_model(args.model, model_fingerprint(enc), force=args.force)  # another model: refused
     api_key = args.api_key or os.environ.get("CONTRASTKIT_API_KEY") or None
+    rerank_fn = None
+    if args.reranker:
+        from contrastkit.rerank import load_reranker
+
+        reranker = load_reranker(args.reranker)
+
+        def rerank_fn(query: str, documents: list[str]) -> Any:
+            return reranker.predict([(query, d) for d in documents], batch_size=args.encode_batch_size)
     try:
         app = create_app(fns, model_name=args.model_name or args.model, model_aliases=[args.model], dim=enc.dim,
                          store=store, api_key=api_key, max_batch=args.max_batch, max_text_chars=args.max_text_chars,
                          max_request_tokens=args.max_request_tokens, max_body_bytes=args.max_body_bytes,
-                         max_wait_ms=args.max_wait_ms)
+                         max_wait_ms=args.max_wait_ms, reranker=rerank_fn, reranker_name=args.reranker)
         _server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
     finally:
         if store is not None:
@@ -84,6 +92,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     p.add_argument("--model-name", help="name reported in responses; requests may name it or --model "
                                         "(None: the --model value)")
     p.add_argument("--store", help="store directory for /v1/search (see 'contrastkit index build')")
+    p.add_argument("--reranker", help="serve POST /v1/rerank with this cross-encoder dir (contrastkit rerank train), "
+                                      "or llm:NAME for a causal LM's yes/no relevance (e.g. llm:smollm2-135m)")
     p.add_argument("--force", action="store_true",
                    help="serve --store even when it was built by another model (default: refuse)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")

@@ -1,4 +1,4 @@
-"""HTTP service: OpenAI-compatible ``/v1/embeddings``, ``/v1/similarity``, ``/v1/search`` and ``/healthz``.
+"""HTTP service: OpenAI-compatible ``/v1/embeddings``, ``/v1/similarity``, ``/v1/search``, ``/v1/rerank``, ``/healthz``.
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for a body that
 is not valid JSON, has a wrong type (strict: ``true`` is not a number), an unknown field, empty
@@ -169,6 +169,17 @@ class SearchRequest(BaseModel):
     model: ModelName | None = None
 
 
+class RerankRequest(BaseModel):
+    """Rerank ``documents`` for ``query`` (Cohere/Jina rerank shape); ``top_n`` best, optionally with their text."""
+
+    model_config = _STRICT
+    query: str
+    documents: Texts
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+    model: ModelName | None = None
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -206,11 +217,13 @@ def _validation_message(err: ValidationError) -> tuple[str, str | None]:
 def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, api_key: str | None = None,
                model_aliases: Sequence[str] = (), max_batch: int = 256, max_text_chars: int = 20_000,
                max_request_tokens: int = 32_768, max_body_bytes: int = 2 << 20, max_wait_ms: float = 5.0,
-               parse_threads: int = 4) -> FastAPI:
+               parse_threads: int = 4, reranker: Callable[[str, list[str]], Sequence[float]] | None = None,
+               reranker_name: str | None = None) -> FastAPI:
     """The FastAPI app; ``fns.encode`` is called from one worker thread with merged batches.
 
     ``model_aliases``: further names a request's ``model`` may use. ``parse_threads``: most
     bodies parsed or tokenized at once (apart from the threads that answer ``/healthz``).
+    ``reranker(query, documents) -> scores`` serves ``POST /v1/rerank`` (its ``model`` is ``reranker_name``).
     """
     if store is not None and store.dim != dim:
         raise ContrastkitError(f"store dim {store.dim} != model dim {dim}: the store was built with another model")
@@ -433,5 +446,21 @@ def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, 
         data = [{"index": i, "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
                                       for h in row]} for i, row in enumerate(hits)]
         return {"object": "list", "data": data, "model": model_name}
+
+    @app.post("/v1/rerank", dependencies=[Depends(auth)], openapi_extra=body_schema(RerankRequest))
+    async def rerank(req: RerankRequest = Depends(json_body(RerankRequest))) -> dict[str, Any]:
+        """Documents by relevance to the query, best first: ``{results: [{index, relevance_score, document?}]}``."""
+        if reranker is None:
+            raise ApiError(400, "this server has no reranker: start it with 'contrastkit serve --reranker MODEL'")
+        if req.model is not None and req.model != reranker_name:
+            raise ApiError(404, f"reranker {req.model[:80]!r} is not served here; this server reranks with "
+                                f"{reranker_name!r}", "model", code="model_not_found")
+        check_texts([req.query], "query")
+        check_texts(req.documents, "documents")
+        scores = [float(x) for x in await in_thread(reranker, req.query, list(req.documents))]
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:req.top_n]
+        results = [{"index": i, "relevance_score": scores[i],
+                    **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
+        return {"object": "list", "results": results, "model": reranker_name}
 
     return app
