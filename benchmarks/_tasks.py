@@ -51,6 +51,7 @@ def exclude_self(task: RetrievalTask) -> bool:
 
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table."""
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"
+    out = ["| " + " | ".join(header) + " |", rule]
     out += ["| " + " | ".join(f"{c:.2f}" if isinstance(c, float) else str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)

@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -69,15 +70,21 @@ def main() -> None:
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-    variants = {f"full ({full})": lambda x: unit(x)}
+    def reduce(kind: str, d: int) -> Callable[[np.ndarray], np.ndarray]:
+        if kind == "pca":
+            return lambda x: unit(pca.transform(x)[:, :d])
+        return lambda x: truncate(x, d) if d < full else unit(x)
+
+    variants = {f"full ({full})": reduce("trunc", full)}
     for d in dims:
-        variants[f"pca-{d}"] = (lambda d: lambda x: unit(pca.transform(x)[:, :d]))(d)
-        variants[f"trunc-{d}"] = (lambda d: lambda x: truncate(x, d))(d)
+        variants[f"pca-{d}"] = reduce("pca", d)
+        variants[f"trunc-{d}"] = reduce("trunc", d)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, task in tasks.items():
         results[name] = {}
         for label, fn in variants.items():
-            m = evaluate_retrieval(lambda t, fn=fn: fn(np.asarray(raw(t))), task, ignore_identical_ids=exclude_self(task))
+            m = evaluate_retrieval(lambda t, fn=fn: fn(np.asarray(raw(t))), task,
+                                   ignore_identical_ids=exclude_self(task))
             results[name][label] = {"ndcg@10": m["ndcg@10"], "mrr@10": m["mrr@10"], "n_queries": m["n_queries"],
                                     "n_corpus": m["n_corpus"]}
         print(name, {k: round(v["ndcg@10"], 2) for k, v in results[name].items()}, flush=True)

@@ -18,7 +18,6 @@ Writes ``benchmarks/results/rerank.json`` (``--out``) with the machine and packa
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import sys
@@ -43,12 +42,12 @@ def training_pairs(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], dict[s
 
     root = resolve_senteval_dir(None, needed_for="reranker training pairs")
     pools: dict[str, list[tuple[str, str]]] = {"stsb-train": [], "sick-train": [], "bible-train": []}
-    with io.open(root / "STS" / "STSBenchmark" / "sts-train.csv", encoding="utf-8") as fh:
+    with open(root / "STS" / "STSBenchmark" / "sts-train.csv", encoding="utf-8") as fh:
         for line in fh:
             f = line.strip().split("\t")
             if len(f) >= 7 and float(f[4]) >= 4.0 and f[5] != f[6]:
                 pools["stsb-train"].append((" ".join(f[5].split()), " ".join(f[6].split())))
-    with io.open(root / "SICK" / "SICK_train.txt", encoding="utf-8") as fh:
+    with open(root / "SICK" / "SICK_train.txt", encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             f = line.strip().split("\t")
             if i and len(f) >= 5 and float(f[3]) >= 4.5 and f[4] == "ENTAILMENT" and f[1] != f[2]:

@@ -66,11 +66,11 @@ def main() -> None:
                                   pool_per_pair=args.pool_per_pair, seed=seed)
             enc = Encoder.from_pretrained(args.model)
             t = time.perf_counter()
-            before = evaluate_set_task(lambda x: enc.encode(x, precision="fp32"), task)
+            before = evaluate_set_task(lambda x, enc=enc: enc.encode(x, precision="fp32"), task)
             sets, groups = task.example_sets()
             hist = fine_tune_inter_set(enc, sets, steps=args.steps, per_set=args.per_set, lr=args.lr,
                                        temperature=args.temperature, groups=groups, seed=seed)
-            after = evaluate_set_task(lambda x: enc.encode(x, precision="fp32"), task)
+            after = evaluate_set_task(lambda x, enc=enc: enc.encode(x, precision="fp32"), task)
             results[pair].append({"seed": seed, "n_pool": len(task.pool), "before": before, "after": after,
                                   "loss": [hist[0]["loss"], hist[-1]["loss"]],
                                   "seconds": round(time.perf_counter() - t, 1)})

@@ -1,4 +1,4 @@
-"""PCA dimension reduction saved with the model (contrastkit and sentence-transformers both restore it) vs truncation."""
+"""PCA dimension reduction saved with the model (contrastkit and sentence-transformers restore it) vs truncation."""
 
 from __future__ import annotations
 

@@ -118,7 +118,8 @@ def test_retrieve_then_rerank_over_a_store(bi_encoder: Encoder, tmp_path: Path) 
         query = docs[3]
         retrieved = store.search(query, k=10)
         hits = retrieve_then_rerank(store, WordOverlap(), query, k=10, top_n=4)
-    want = sorted(retrieved, key=lambda h: -len(set(query.split()) & set(h.text.split())))[:4]  # stable: ties keep order
+    # sorted() is stable: ties keep the retrieval order, as retrieve_then_rerank does
+    want = sorted(retrieved, key=lambda h: -len(set(query.split()) & set(h.text.split())))[:4]
     assert [h.id for h in hits] == [h.id for h in want]
     assert hits[0].id == "d3" and hits[0].score == float(len(set(query.split())))
 

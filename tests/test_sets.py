@@ -113,7 +113,8 @@ def test_set_task_and_evaluation_with_a_perfect_encoder() -> None:
     labels_b = [c for c in range(2) for _ in range(8)]
     task = build_set_task("toy", texts_a, labels_a, texts_b, labels_b, n_examples=3, pool_per_pair=4, seed=0)
     assert len(task.pool) == 3 * 2 * 4 and set(task.sets_a) == {0, 1, 2} and len(task.sets_b[1]) == 3
-    assert not set(task.pool) & {*sum(task.sets_a.values(), []), *sum(task.sets_b.values(), [])}
+    examples = {s for members in [*task.sets_a.values(), *task.sets_b.values()] for s in members}
+    assert not set(task.pool) & examples
     sets, groups = task.example_sets()
     assert len(sets) == 5 and groups == [[0, 1, 2], [3, 4]]
 

@@ -1,4 +1,4 @@
-"""``contrastkit rerank score | train | distill``: rerank documents, train a cross-encoder, distil it into a bi-encoder."""
+"""``contrastkit rerank score | train | distill``: rerank documents, train a cross-encoder, distil it."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..fsutil import fresh_tmp_dir, replace_dir
 
-__all__ = ["CrossEncoderReranker", "ST_SIGMOID"]
+__all__ = ["ST_SIGMOID", "CrossEncoderReranker"]
 
 ST_SIGMOID = "torch.nn.modules.activation.Sigmoid"
 """The activation sentence-transformers applies to a one-label cross-encoder (dotted path as it saves it)."""

@@ -6,7 +6,7 @@ prompt holding the query and the document and
 ``relevance = P("Yes") / (P("Yes") + P("No"))`` at the answer position, i.e. ``sigmoid(logit_yes - logit_no)``
 (each side sums its spellings, " Yes" and "Yes"). Several prompts ("views") can score the same pair;
 their log-odds are averaged -- a simple form of the multi-view idea of "Multi-view-guided Passage
-Reranking with Large Language Models" (Na et al., 2025), which combines several views of the
+Reranking with Large Language Models" (MVP), which combines several views of the
 query-document relation, here prompts that ask for relevance and for equivalence of meaning.
 """
 
@@ -24,8 +24,8 @@ __all__ = ["DEFAULT_VIEWS", "LLMReranker"]
 
 DEFAULT_VIEWS: tuple[str, ...] = (
     "Query: {query}\nDocument: {document}\nIs the document relevant to the query? Answer Yes or No.\nAnswer:",
-    "Sentence A: {query}\nSentence B: {document}\nDo sentences A and B mean the same thing? Answer Yes or No."
-    "\nAnswer:",
+    ("Sentence A: {query}\nSentence B: {document}\nDo sentences A and B mean the same thing? Answer Yes or No."
+     "\nAnswer:"),
 )
 """Prompt views: the first asks for relevance, the second for equivalence of meaning (paraphrase)."""
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Reranker", "RerankResult", "rerank", "rerank_candidates", "retrieve_then_rerank"]
+__all__ = ["RerankResult", "Reranker", "rerank", "rerank_candidates", "retrieve_then_rerank"]
 
 
 class Reranker(Protocol):

@@ -10,5 +10,5 @@ from .ops import (SetCSE, difference, difference_scores, intersection, intersect
 from .train import fine_tune_inter_set, inter_set_loss
 
 __all__ = ["SetCSE", "SetOpTask", "build_set_task", "difference", "difference_scores", "evaluate_set_task",
-           "fine_tune_inter_set", "intersection", "intersection_scores", "inter_set_loss", "labelled_sentences",
+           "fine_tune_inter_set", "inter_set_loss", "intersection", "intersection_scores", "labelled_sentences",
            "rank", "series", "set_embedding", "set_similarity"]
