@@ -135,6 +135,10 @@ def test_sequential_greedy_and_beam_on_a_hand_scorer():
     assert [0, 2] in calls and [0, 1] in calls and all(3 not in c for c in calls)
     assert select_sequential(q, pool, 2, score=score, n_candidates=3, beam=2) == [1, 2]  # 0.9 + 0.1 + 2
     assert select_sequential(q, pool, 1, score=score, n_candidates=4) == [3]
+    many = select_sequential(q, pool, 2, score_many=lambda seqs: [score(x) for x in seqs], n_candidates=3, beam=2)
+    assert many == [1, 2]
+    with pytest.raises(ConfigError):
+        select_sequential(q, pool, 2, n_candidates=3)
 
 
 def test_random_is_seeded_and_distinct():
@@ -247,8 +251,19 @@ def test_harness_sequential_and_label_coverage(llama):
     assert all(len(s) == 2 and len(set(s)) == 2 for s in res.selections)
     assert res.params["sequential_target"] == "neighbours"
     oracle = evaluate_classification(model, tok, task, emb[:8], emb[8:], selector="sequential", k=2,
-                                     selector_params={"n_candidates": 4}, sequential_target="query")
+                                     selector_params={"n_candidates": 3}, sequential_target="query")
     assert oracle.params["sequential_target"] == "query"
+    for qi, (x, y) in enumerate(zip(task.test_texts, task.test_labels)):  # greedy by hand, scored directly
+        cand = select_knn(emb[8 + qi], emb[:8], 3)
+        chosen: list[int] = []
+        for _ in range(2):
+            def gold_lp(seq: list[int]) -> float:
+                demos = [(task.pool_texts[i], task.label_words[task.pool_labels[i]]) for i in reversed(seq)]
+                s = np.array([direct_logprob(model, tok, build_prompt(task.template, demos, x), " " + w)
+                              for w in task.label_words])
+                return float(s[y] - np.logaddexp.reduce(s))
+            chosen.append(max((c for c in cand if c not in chosen), key=lambda c: gold_lp(chosen + [c])))
+        assert oracle.selections[qi] == chosen
     cov = evaluate_classification(model, tok, task, emb[:8], emb[8:], selector="label_coverage", k=2)
     assert all({int(task.pool_labels[i]) for i in s} == {0, 1} for s in cov.selections)
     zero = evaluate_classification(model, tok, task, emb[:8], emb[8:], selector="knn", k=0)

@@ -76,11 +76,11 @@ def _prompt_order(selected: Sequence[int]) -> list[int]:
 
 def select_for_queries(selector: str, query_embs: np.ndarray, pool_embs: np.ndarray, k: int, *, seed: int = 0,
                        labels: Sequence[Any] | None = None, params: dict[str, Any] | None = None,
-                       scorer: Callable[[int, list[int]], float] | None = None) -> list[list[int]]:
+                       scorer: Callable[[int, list[list[int]]], Sequence[float]] | None = None) -> list[list[int]]:
     """Each query's demonstrations (pool indices, selection order) by the named selector.
 
     ``random`` draws from one generator seeded by ``seed``; ``label_coverage`` needs ``labels``;
-    ``sequential`` needs ``scorer(query_index, sequence)``.
+    ``sequential`` needs ``scorer(query_index, sequences) -> one score per sequence``.
     """
     if selector not in SELECTORS:
         raise ConfigError(f"unknown selector '{selector}'; choose one of {', '.join(SELECTORS)}")
@@ -100,7 +100,7 @@ def select_for_queries(selector: str, query_embs: np.ndarray, pool_embs: np.ndar
         elif selector == "sequential":
             if scorer is None:
                 raise ConfigError("sequential selection needs an LM scorer")
-            out.append(fn(q, pool_embs, k, score=lambda seq, qi=qi: scorer(qi, seq), **params))
+            out.append(fn(q, pool_embs, k, score_many=lambda seqs, qi=qi: scorer(qi, seqs), **params))
         else:
             out.append(fn(q, pool_embs, k, **params))
     return out
@@ -135,24 +135,22 @@ def evaluate_classification(model: Any, tokenizer: Any, task: ClassificationTask
     def demos(sel: Sequence[int]) -> list[tuple[str, str]]:
         return [(task.pool_texts[i], task.label_words[int(task.pool_labels[i])]) for i in _prompt_order(sel)]
 
-    scorer: Callable[[int, list[int]], float] | None = None
+    scorer: Callable[[int, list[list[int]]], Sequence[float]] | None = None
     if selector == "sequential":
         n_cand = int((selector_params or {}).get("n_candidates", 10))
-        cache: dict[tuple[int, tuple[int, ...]], float] = {}
 
-        def _score(qi: int, seq: list[int]) -> float:
-            key = (qi, tuple(seq))
-            if key not in cache:
-                if sequential_target == "query":
-                    targets = [(task.test_texts[qi], int(task.test_labels[qi]))]
-                else:
-                    targets = [(task.pool_texts[j], int(task.pool_labels[j]))
-                               for j in _proxies(test[qi], pool, n_cand, n_proxy)]
-                prompts = [build_prompt(task.template, demos(seq), x) for x, _ in targets]
-                lp = normalize_label_scores(continuation_logprobs(model, tokenizer, prompts, words,
-                                                                  batch_size=batch_size))
-                cache[key] = float(np.mean([lp[r, y] for r, (_, y) in enumerate(targets)]))
-            return cache[key]
+        def _score(qi: int, seqs: list[list[int]]) -> list[float]:
+            if sequential_target == "query":
+                targets = [(task.test_texts[qi], int(task.test_labels[qi]))]
+            else:
+                targets = [(task.pool_texts[j], int(task.pool_labels[j]))
+                           for j in _proxies(test[qi], pool, n_cand, n_proxy)]
+            prompts = [build_prompt(task.template, demos(seq), x) for seq in seqs for x, _ in targets]
+            lp = normalize_label_scores(continuation_logprobs(model, tokenizer, prompts, words,
+                                                              batch_size=batch_size))
+            gold = np.array([y for _ in seqs for _, y in targets])
+            per_prompt = lp[np.arange(len(prompts)), gold]
+            return [float(v) for v in per_prompt.reshape(len(seqs), len(targets)).mean(axis=1)]
 
         scorer = _score
 
@@ -216,17 +214,21 @@ def evaluate_rewriting(model: Any, tokenizer: Any, task: RewriteTask, pool_embs:
     def demos(sel: Sequence[int]) -> list[tuple[str, str]]:
         return [(task.pool_sources[i], task.pool_targets[i]) for i in _prompt_order(sel)]
 
-    scorer: Callable[[int, list[int]], float] | None = None
+    scorer: Callable[[int, list[list[int]]], Sequence[float]] | None = None
     if selector == "sequential":
         n_cand = int((selector_params or {}).get("n_candidates", 10))
 
-        def _score_rewrite(qi: int, seq: list[int]) -> float:
+        def _score_rewrite(qi: int, seqs: list[list[int]]) -> list[float]:
             proxies = _proxies(test[qi], pool, n_cand, n_proxy)
-            total = 0.0
-            for j in proxies:
-                prompt = build_prompt(task.template, demos(seq), task.pool_sources[j])
-                total += float(continuation_logprobs(model, tokenizer, [prompt], [" " + task.pool_targets[j]])[0, 0])
-            return total / len(proxies)
+            out = []
+            for seq in seqs:
+                total = 0.0
+                for j in proxies:
+                    prompt = build_prompt(task.template, demos(seq), task.pool_sources[j])
+                    total += float(continuation_logprobs(model, tokenizer, [prompt],
+                                                         [" " + task.pool_targets[j]])[0, 0])
+                out.append(total / len(proxies))
+            return out
 
         scorer = _score_rewrite
 

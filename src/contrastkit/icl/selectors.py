@@ -201,18 +201,25 @@ def select_label_coverage(query_emb: ArrayLike, pool_embs: ArrayLike, k: int, *,
 
 
 def select_sequential(query_emb: ArrayLike, pool_embs: ArrayLike, k: int, *,
-                      score: Callable[[list[int]], float], n_candidates: int = 10, beam: int = 1) -> list[int]:
+                      score: Callable[[list[int]], float] | None = None,
+                      score_many: Callable[[list[list[int]]], Sequence[float]] | None = None,
+                      n_candidates: int = 10, beam: int = 1) -> list[int]:
     """Se^2-style sequential selection: grow sequences one example at a time, scoring each extension
     ``score(chosen + [candidate])`` (higher is better; the harness scores with the LM), keeping the ``beam`` best
-    sequences (1: greedy); candidates are the ``n_candidates`` nearest neighbours. Returns the best sequence in
-    the order it was built."""
+    sequences (1: greedy); candidates are the ``n_candidates`` nearest neighbours. ``score_many`` (one call per
+    step, all extensions at once: lets an LM batch them) may replace ``score``. Returns the best sequence in the
+    order it was built."""
     if beam < 1 or n_candidates < 1:
         raise ConfigError(f"sequential needs beam >= 1 and n_candidates >= 1, got {beam} and {n_candidates}")
+    if (score is None) == (score_many is None):
+        raise ConfigError("sequential needs exactly one of score and score_many")
     q, p = _check(query_emb, pool_embs, k)
     cand = [int(i) for i in _top(p @ q, n_candidates)]
     beams: list[tuple[float, list[int]]] = [(0.0, [])]
     for _ in range(min(k, len(cand))):
-        grown = [(float(score(seq + [c])), seq + [c]) for _, seq in beams for c in cand if c not in seq]
+        seqs = [seq + [c] for _, seq in beams for c in cand if c not in seq]
+        values = [score(s) for s in seqs] if score is not None else list(score_many(seqs))  # type: ignore[misc]
+        grown = [(float(v), s) for v, s in zip(values, seqs)]
         grown.sort(key=lambda t: -t[0])  # stable: ties keep the candidate (similarity) order
         beams = grown[:beam]
     return beams[0][1]
