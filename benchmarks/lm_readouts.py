@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--data-dir", default=None, help="SentEval data root (default: the usual places)")
     ap.add_argument("--tag", default="", help="suffix of the result file")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in the result file (same settings) and run only the missing ones")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,12 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         "limit": args.limit, "max_length": args.max_length, "precision": args.precision,
         "batch_size": args.batch_size, "machine": cpu_model(), "threads": torch.get_num_threads(),
         "versions": versions(), "results": {}}
+    dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
+    if args.resume and dest.exists():
+        previous = json.loads(dest.read_text())
+        same = all(previous.get(k) == out[k] for k in ("limit", "max_length", "precision"))
+        if not same:
+            ap.error(f"--resume: {dest} was written with other settings (limit, max_length or precision)")
+        out["results"] = previous["results"]
     results: dict[str, dict[str, dict[str, object]]] = out["results"]  # type: ignore[assignment]
+    RESULTS.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     for model in args.models:
-        results[model] = {}
+        results.setdefault(model, {})
         for name, params in rows:
             label = name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+            if label in results[model]:
+                continue
             readout = {**overrides.get(name, {}), **params} if name in READOUTS else None
             t0 = time.perf_counter()
             enc = Encoder.from_pretrained(model, pooling=name, max_length=args.max_length, readout=readout)
@@ -110,10 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             results[model][label] = {"scores": scores, "avg": round(res.avg, 2), "readout": (
                 enc.readout.params if enc.readout is not None else None), "seconds": round(time.perf_counter() - t0, 1)}
             print(f"{model:14s} {label:28s} avg {res.avg:6.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+            dest.write_text(json.dumps(out, indent=2))  # after every row: a killed run keeps what it measured
             del enc
     out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
     dest.write_text(json.dumps(out, indent=2))
     names = [t.name for t in tasks]
     print(f"\n| model | readout | {' | '.join(names)} | Avg. |\n|---|---|{'---|' * (len(names) + 1)}")

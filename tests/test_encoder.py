@@ -180,6 +180,20 @@ def test_freeze_layers_stops_gradients_below_k(tiny_bert: Path):
         build_encoder(ModelConfig(backbone=str(tiny_bert), freeze_layers=2))
 
 
+def test_bias_only_trains_biases_and_norm_gains_alone(tiny_bert: Path):
+    from contrastkit.config import ModelConfig
+    from contrastkit.run import build_encoder
+
+    enc = build_encoder(ModelConfig(backbone=str(tiny_bert), bias_only=True))
+    trainable = {n for n, p in enc.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith(".bias") or "LayerNorm" in n for n in trainable)
+    assert "encoder.layer.0.attention.self.query.bias" in trainable
+    assert "embeddings.LayerNorm.weight" in trainable
+    assert not enc.backbone.encoder.layer[0].attention.self.query.weight.requires_grad
+    with pytest.raises(ConfigError, match="bias_only"):
+        build_encoder(ModelConfig(backbone=str(tiny_bert), bias_only=True, freeze_layers=1))
+
+
 def test_training_uses_eager_attention_on_cpu_and_inference_the_default(tiny_bert: Path):
     enc = Encoder.from_pretrained(str(tiny_bert))
     default = enc.backbone.config._attn_implementation

@@ -10,6 +10,7 @@ import yaml
 
 from conftest import make_sentences
 from contrastkit.config import build_config, load_config
+from contrastkit.encoders.readouts import READOUTS
 from contrastkit.run import train
 
 ALL_RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -47,7 +48,8 @@ def test_recipe_trains_two_steps(recipe: Path, tiny_bert: Path, tmp_path: Path):
     if len(sources) == 1:
         d["source"] = d["source"][0]
     d.pop("format", None)
-    decoder = tree["model"].get("bidirectional")  # LLM2Vec: a decoder LM made bidirectional
+    # LLM2Vec (a decoder LM made bidirectional) and prompt readouts train a decoder LM
+    decoder = tree["model"].get("bidirectional") or tree["model"].get("pooling") in READOUTS
     tree["model"].update(backbone=str(_tiny_decoder(tmp_path) if decoder else tiny_bert), max_length=16)
     tree["model"].pop("num_layers", None)
     if "teacher" in tree:

@@ -84,6 +84,9 @@ class ModelConfig(_Section):
         default=None, ge=0, description="Freeze the token embeddings and the first k layers (train the rest)."
     )
     lora: LoraConfig | None = Field(default=None, description="Train LoRA adapters instead of the backbone.")
+    bias_only: bool = Field(
+        default=False, description="BitFit: train only biases and normalization gains (LLaMA-style blocks have no "
+                                   "biases, so there only the norms train).")
     bidirectional: bool = Field(
         default=False, description="Switch a decoder LM's self-attention to bidirectional (LLM2Vec); false = as the "
                                    "backbone was saved (a bidirectional contrastkit model stays bidirectional).")

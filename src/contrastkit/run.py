@@ -72,6 +72,13 @@ def build_training_encoder(cfg: ModelConfig) -> tuple[Encoder, int]:
         from .encoders.backbones import freeze_bottom
 
         freeze_bottom(encoder.backbone, cfg.freeze_layers)
+    if cfg.bias_only:
+        if cfg.freeze_layers is not None or cfg.lora is not None:
+            raise ConfigError("model.bias_only goes with neither model.freeze_layers nor model.lora "
+                              "(it already freezes every weight matrix)")
+        from .encoders.backbones import train_biases_only
+
+        train_biases_only(encoder.backbone)
     if cfg.lora is not None:
         if cfg.freeze_layers is not None:
             raise ConfigError("model.lora and model.freeze_layers together: LoRA already freezes the backbone")

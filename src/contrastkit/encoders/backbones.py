@@ -165,6 +165,19 @@ def freeze_bottom(model: nn.Module, k: int) -> None:
             p.requires_grad_(False)
 
 
+def train_biases_only(model: nn.Module) -> int:
+    """BitFit (Ben Zaken et al., ACL 2022): train only biases and normalization gains; returns how many tensors train.
+
+    LLaMA-style blocks (SmolLM2, Gemma) have no bias vectors, so there only the norm gains train.
+    """
+    norms = [m for m in model.modules() if "norm" in type(m).__name__.lower()]
+    keep = {id(p) for m in norms for p in m.parameters(recurse=False)}
+    keep |= {id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "bias"}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return len(keep)
+
+
 class ResidualDropout:
     """Forward hook adding dropout to each block's output while training (backbones without dropout)."""
 

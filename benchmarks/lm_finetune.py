@@ -1,0 +1,165 @@
+"""Contrastive fine-tuning of a small LM through a prompt readout, on a CPU time budget; 7-task STS after.
+
+Each run is ``contrastkit train <recipe>`` in a child process (its own peak memory), stopped by
+``train.max_minutes``; the best STS-B dev checkpoint is then scored on the 7 SimCSE STS tasks (bf16, the
+protocol of ``benchmarks/lm_readouts.py``). Training data: SNLI triplets from the local SentEval files
+(``contrastkit.data.nli``: dev + test splits, every STS evaluation sentence removed), written to
+``runs/data/snli-triplets.csv``.
+
+    python benchmarks/lm_finetune.py                                   # the recipe, 60 min, seeds 42 43 44
+    python benchmarks/lm_finetune.py --seeds 42 --minutes 10 --tag quick
+    python benchmarks/lm_finetune.py --methods full lora freeze bias --minutes 15 --tag compute   # compute-matched
+
+Methods (each a set of ``--set`` overrides of the recipe): ``full`` (as the recipe says), ``lora`` (rank 16
+on every linear layer, lr x10), ``freeze`` (embeddings + the bottom ``--freeze-layers`` blocks frozen),
+``bias`` (BitFit: norms and biases only, lr x100). Writes ``benchmarks/results/lm_finetune[-TAG].json``
+(per run: the dev learning curve, step time, peak RSS, wall time, 7-task scores) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+RECIPE = REPO / "recipes" / "smollm2-prompteol-nli.yaml"
+DATA = REPO / "runs" / "data" / "snli-triplets.csv"
+
+
+def method_overrides(method: str, lr: float, freeze_layers: int) -> list[str]:
+    """``--set`` overrides turning the recipe into one fine-tuning method."""
+    if method == "full":
+        return []
+    if method == "lora":
+        return ["model.lora={r: 16, alpha: 32, dropout: 0.0}", f"train.lr={lr * 10:g}"]
+    if method == "freeze":
+        return [f"model.freeze_layers={freeze_layers}"]
+    if method == "bias":
+        return ["model.bias_only=true", f"train.lr={lr * 100:g}"]
+    raise SystemExit(f"unknown method {method!r} (full, lora, freeze, bias)")
+
+
+def build_data(path: Path) -> dict[str, int]:
+    """Write the SNLI triplets (STS evaluation sentences removed) once; returns their provenance counts."""
+    from contrastkit.data.nli import snli_triplets, write_triplets
+
+    triplets, stats = snli_triplets()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_triplets(path, triplets)
+    return stats
+
+
+def run_training(recipe: Path, run_dir: Path, sets: list[str], threads: int) -> dict[str, object]:
+    """One ``contrastkit train`` child: its wall time, peak RSS (MiB) and exit status."""
+    cmd = [sys.executable, "-m", "contrastkit", "train", str(recipe), "--set", f"train.output_dir={run_dir}",
+           "--set", f"train.num_threads={threads}", *[a for s in sets for a in ("--set", s)]]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    child = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t0
+    if status:
+        raise SystemExit(f"training failed (status {status}): {' '.join(cmd)}")
+    return {"command": " ".join(cmd[1:]), "wall_s": round(wall, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+
+
+def curves(run_dir: Path) -> dict[str, object]:
+    """The dev learning curve and the median step time (steps between two logs, evaluation excluded)."""
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    logs = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval" in r]
+    eval_steps = {r["step"] for r in evals}
+    per_step = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in itertools.pairwise(logs)
+                if not any(a["step"] < s <= b["step"] for s in eval_steps)]
+    state = json.loads((run_dir / "train_state.json").read_text())
+    return {"dev_curve": [[r["step"], round(r.get("elapsed_s", float("nan")), 1), round(r["primary"], 2)] for r in evals],
+            "loss_curve": [[r["step"], round(r["loss"], 4)] for r in logs],
+            "s_per_step": round(statistics.median(per_step), 2) if per_step else None,
+            "steps": state.get("step"), "best_step": state.get("best_step"),
+            "best_dev": round(state["best_score"], 2) if state.get("best_score") is not None else None}
+
+
+def sts7(model_dir: Path, threads: int) -> dict[str, object]:
+    """The 7 SimCSE STS tasks (bf16, batch 64) of a trained model dir."""
+    import torch
+
+    from contrastkit.encoders import Encoder
+    from contrastkit.evaluation.senteval import load_sts_task
+    from contrastkit.evaluation.sts import SIMCSE_TASKS, evaluate_sts
+
+    torch.set_num_threads(threads)
+    enc = Encoder.from_pretrained(str(model_dir))
+    enc.eval()
+    t0 = time.perf_counter()
+    res = evaluate_sts(lambda texts: enc.encode(texts, batch_size=64, precision="bf16"),
+                       [load_sts_task(t) for t in SIMCSE_TASKS])
+    return {"scores": {k: round(v, 2) for k, v in res.scores.items()}, "avg": round(res.avg, 2),
+            "eval_s": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--recipe", type=Path, default=RECIPE)
+    ap.add_argument("--methods", nargs="+", default=["full"], help="full, lora, freeze, bias")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    ap.add_argument("--minutes", type=float, default=60.0, help="training budget per run (train.max_minutes)")
+    ap.add_argument("--freeze-layers", type=int, default=20, help="method 'freeze': blocks frozen (SmolLM2 has 30)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra recipe overrides (KEY=VALUE)")
+    ap.add_argument("--skip-sts7", action="store_true", help="dev curve only (no 7-task evaluation)")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+
+    from contrastkit.config import load_config
+
+    cfg = load_config(args.recipe)
+    dest = RESULTS / f"lm_finetune{'-' + args.tag if args.tag else ''}.json"
+    out: dict[str, object] = json.loads(dest.read_text()) if dest.exists() else {}
+    out.update({"command": " ".join(["lm_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
+                "recipe": str(args.recipe.relative_to(REPO)) if args.recipe.is_relative_to(REPO) else str(args.recipe),
+                "minutes": args.minutes, "threads": args.threads, "machine": cpu_model(), "versions": versions(),
+                "date": time.strftime("%Y-%m-%d")})
+    out["data"] = build_data(DATA)
+    runs: dict[str, dict[str, object]] = out.setdefault("runs", {})  # type: ignore[assignment]
+    for method in args.methods:
+        for seed in args.seeds:
+            key = f"{method}/seed{seed}/{args.minutes:g}min"
+            if key in runs:
+                print(f"{key}: already measured (delete it from {dest} to rerun)")
+                continue
+            run_dir = REPO / "runs" / "lm_finetune" / (args.tag or "default") / key.replace("/", "-")
+            sets = [f"data.source={DATA}", f"train.seed={seed}", f"train.max_minutes={args.minutes:g}",
+                    *method_overrides(method, cfg.train.lr, args.freeze_layers), *args.sets]
+            row = {"method": method, "seed": seed, **run_training(args.recipe, run_dir, sets, args.threads),
+                   **curves(run_dir)}
+            if not args.skip_sts7:
+                row["sts7"] = sts7(run_dir / "model", args.threads)
+            runs[key] = row
+            dest.write_text(json.dumps(out, indent=2))
+            print(f"{key}: {row.get('steps')} steps, best dev {row.get('best_dev')}, "
+                  f"7-task {row.get('sts7', {}).get('avg')}", flush=True)
+    print("\n| run | steps | s/step | peak RSS MiB | best dev | 7-task avg |\n|---|---:|---:|---:|---:|---:|")
+    for key, r in runs.items():
+        print(f"| {key} | {r['steps']} | {r['s_per_step']} | {r['peak_rss_mib']} | {r['best_dev']} | "
+              f"{r.get('sts7', {}).get('avg', '-')} |")
+    print(f"\nwrote {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
