@@ -305,3 +305,32 @@ def test_readout_parameters_are_validated(tiny_llama: Path):
         Encoder.from_pretrained(str(tiny_llama), pooling="contrastive_prompt", readout={"act_layer": 4})
     with pytest.raises(ConfigError, match="ONNX"):
         Encoder.from_pretrained(str(tiny_llama), pooling="echo").use_onnx("x.onnx")
+
+
+def test_lora_through_prompteol_on_triplets_merges_into_a_model_sentence_transformers_runs(tiny_llama: Path,
+                                                                                           tmp_path: Path):
+    """The recipe's path in small: supervised triplets through PromptEOL, LoRA merged, loaded by ST."""
+    pytest.importorskip("peft")
+    st = pytest.importorskip("sentence_transformers")
+    from contrastkit.config import build_config
+    from contrastkit.run import train
+
+    data = tmp_path / "nli.csv"
+    data.write_text("anchor,positive,negative\n" + "".join(
+        f'"{TEXTS[i]}","{TEXTS[(i + 1) % len(TEXTS)]}","{TEXTS[(i + 3) % len(TEXTS)]}"\n' for i in range(len(TEXTS))))
+    result = train(build_config({
+        "data": {"source": str(data), "kind": "triplet", "columns": ["anchor", "positive", "negative"]},
+        "model": {"backbone": str(tiny_llama), "pooling": "prompt", "max_length": 48,
+                  "lora": {"r": 4, "alpha": 8.0, "save": "merged"}},
+        "loss": {"name": "infonce", "hard_negative_weight": 1.0},
+        "train": {"output_dir": str(tmp_path / "run"), "batch_size": 4, "lr": 1e-2, "max_steps": 3,
+                  "precision": "fp32", "progress": False, "seed": 1},
+        "eval": {"tasks": []},
+    }))
+    saved = Path(result.model_dir)
+    base = Encoder.from_pretrained(str(tiny_llama), pooling="prompt")
+    ours = encode(Encoder.from_pretrained(str(saved)), TEXTS)
+    assert not np.allclose(ours, encode(base, TEXTS), atol=1e-4)  # the adapters trained and were merged in
+    theirs = st.SentenceTransformer(str(saved), device="cpu").encode(TEXTS, batch_size=4)
+    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    assert cos.min() >= 0.9999
