@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model, versions  # noqa: E402
+
 from contrastkit.encoders import Encoder  # noqa: E402
 from contrastkit.icl import (  # noqa: E402
     CLASSIFICATION_TASKS,
@@ -71,7 +72,8 @@ class EmbeddingCache:
         return np.stack([self.store[t] for t in texts]) if texts else np.zeros((0, self.encoder.dim))
 
 
-def subsample_pool(task: ClassificationTask | RewriteTask, n: int | None, seed: int) -> ClassificationTask | RewriteTask:
+def subsample_pool(task: ClassificationTask | RewriteTask, n: int | None,
+                   seed: int) -> ClassificationTask | RewriteTask:
     """The task with a seed-dependent pool of at most ``n`` demonstrations (the queries unchanged)."""
     if isinstance(task, ClassificationTask):
         return task.limit(n_pool=n, seed=1000 + seed)
@@ -169,7 +171,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         groups.setdefault((r["model"], r["task"], r["k"], r["selector"], r["calibrate"], r["metric"]),
                           []).append(r["score"])
-    print("\n| model | task | k | selector | calibrated | metric | mean ± std | seeds |\n|---|---|---|---|---|---|---|---|")
+    print("\n| model | task | k | selector | calibrated | metric | mean ± std | seeds |\n"
+          "|---|---|---|---|---|---|---|---|")
     for (m, t, k, s, c, metric), v in groups.items():
         print(f"| {m} | {t} | {k} | {s} | {'yes' if c else 'no'} | {metric} | {np.mean(v):.2f} ± {np.std(v):.2f} "
               f"| {len(v)} |")

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model, versions  # noqa: E402
+
 from contrastkit.encoders import Encoder  # noqa: E402
 from contrastkit.icl import (  # noqa: E402
     CLASSIFICATION_TASKS,
@@ -176,7 +177,8 @@ def print_curves(out: dict[str, Any]) -> None:
             print(f"| {seed} | single | {cands[c]}{tag} | {p['accuracy']:.2f} | {p['cost']:.4f} |")
         for p in r["random_mix_small_large"]:
             print(f"| {seed} | random small/large | p_large={p['p_large']} | {p['accuracy']:.2f} | {p['cost']:.4f} |")
-        print(f"| {seed} | random uniform | | {r['random_uniform']['accuracy']:.2f} | {r['random_uniform']['cost']:.4f} |")
+        ru = r["random_uniform"]
+        print(f"| {seed} | random uniform | | {ru['accuracy']:.2f} | {ru['cost']:.4f} |")
         print(f"| {seed} | oracle | | {r['oracle']['accuracy']:.2f} | {r['oracle']['cost']:.4f} |")
         for name in ("knn", "cscr"):
             for p in r[name]:

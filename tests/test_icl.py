@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_tiny_llama, needs_shared_data
+
 from contrastkit.errors import ConfigError
 from contrastkit.icl import (
     ClassificationTask,
@@ -257,7 +257,7 @@ def test_harness_sequential_and_label_coverage(llama):
         cand = select_knn(emb[8 + qi], emb[:8], 3)
         chosen: list[int] = []
         for _ in range(2):
-            def gold_lp(seq: list[int]) -> float:
+            def gold_lp(seq: list[int], x: str = x, y: int = int(y)) -> float:
                 demos = [(task.pool_texts[i], task.label_words[task.pool_labels[i]]) for i in reversed(seq)]
                 s = np.array([direct_logprob(model, tok, build_prompt(task.template, demos, x), " " + w)
                               for w in task.label_words])
