@@ -6,6 +6,7 @@ plain poolings (mean, first_last_avg, last_token), for SmolLM2-135M-Instruct and
 
     python benchmarks/lm_readouts.py                                  # the full table (slow on 2 cores)
     python benchmarks/lm_readouts.py --limit 50 --models smollm2-135m # smoke run: 50 pairs per task
+    python benchmarks/lm_readouts.py --sample 500 --tag sample500     # every row on 500 random pairs per task
     python benchmarks/lm_readouts.py --readouts prompt echo --params '{"echo": {"pool": "last"}}'
 
 Readout parameters are the papers' defaults unless ``--params`` (JSON: name -> parameters) overrides them;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import sys
 import time
@@ -56,12 +58,18 @@ def parse_row(row: str) -> tuple[str, dict[str, object]]:
     return name, params
 
 
-def limited(task: STSTask, limit: int | None) -> STSTask:
-    """The first ``limit`` pairs of a task (all of them when None)."""
-    if limit is None or limit >= len(task):
+def limited(task: STSTask, limit: int | None, sample: int | None = None) -> STSTask:
+    """The first ``limit`` pairs of a task, or ``sample`` pairs drawn at random (seed 0, order kept); else all."""
+    n = len(task)
+    if sample is not None and sample < n:
+        keep = sorted(random.Random(0).sample(range(n), sample))
+        note = f"{sample} of {n} pairs drawn at random, seed 0 (--sample)"
+    elif limit is not None and limit < n:
+        keep, note = list(range(limit)), f"first {limit} pairs only (--limit)"
+    else:
         return task
-    return STSTask(task.name, task.pairs[:limit], task.scores[:limit], task.groups[:limit], task.source,
-                   [*task.notes, f"first {limit} pairs only (--limit)"])
+    return STSTask(task.name, [task.pairs[i] for i in keep], [task.scores[i] for i in keep],
+                   [task.groups[i] for i in keep], task.source, [*task.notes, note])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=[], help="extra rows appended to --readouts")
     ap.add_argument("--params", default="{}", help="JSON: readout name -> parameters applied to its rows")
     ap.add_argument("--limit", type=int, default=None, help="first N pairs of each task (quick runs)")
+    ap.add_argument("--sample", type=int, default=None,
+                    help="N pairs of each task drawn at random (seed 0): a cheaper table whose rows stay comparable")
     ap.add_argument("--max-length", type=int, default=512, help="token limit; texts are shortened, never templates")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -86,19 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     overrides = json.loads(args.params)
     rows = [parse_row(r) for r in [*args.readouts, *args.variants]]
-    tasks = [limited(load_sts_task(t, args.data_dir), args.limit) for t in SIMCSE_TASKS]
+    tasks = [limited(load_sts_task(t, args.data_dir), args.limit, args.sample) for t in SIMCSE_TASKS]
     out: dict[str, object] = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "protocol": "SimCSE STS: cosine, Spearman x 100, STS12-16 'all', STS-B and SICK-R test; no training",
-        "limit": args.limit, "max_length": args.max_length, "precision": args.precision,
+        "limit": args.limit, "sample": args.sample, "max_length": args.max_length, "precision": args.precision,
         "batch_size": args.batch_size, "machine": cpu_model(), "threads": torch.get_num_threads(),
         "versions": versions(), "results": {}}
     dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
     if args.resume and dest.exists():
         previous = json.loads(dest.read_text())
-        same = all(previous.get(k) == out[k] for k in ("limit", "max_length", "precision"))
+        same = all(previous.get(k) == out[k] for k in ("limit", "sample", "max_length", "precision"))
         if not same:
-            ap.error(f"--resume: {dest} was written with other settings (limit, max_length or precision)")
+            ap.error(f"--resume: {dest} was written with other settings (limit, sample, max_length or precision)")
         out["results"] = previous["results"]
     results: dict[str, dict[str, dict[str, object]]] = out["results"]  # type: ignore[assignment]
     RESULTS.mkdir(parents=True, exist_ok=True)
