@@ -1,15 +1,28 @@
 """SetCSE set operations over sentence embeddings (Liu, "SetCSE: Set Operations using Contrastive Learning of
-Sentence Embeddings", ICLR 2024).
+Sentence Embeddings", ICLR 2024, arXiv 2404.17606).
 
 A semantic is given as a *set* of example sentences. The similarity of a sentence ``x`` to a set ``S``
 is the mean cosine similarity to its elements, ``Sim(x, S) = 1/|S| sum_{s in S} cos(x, s)``, which equals
 ``x_hat . e_S`` with the set embedding ``e_S`` = the mean of the unit-normalised element embeddings
-(:func:`set_embedding`). On a pool of candidate sentences ``C``:
+(:func:`set_embedding`).
 
-- intersection ``S_1 ∩ ... ∩ S_m``: ``C`` sorted by ``sum_i Sim(c, S_i)``, descending;
-- difference ``A \\ B_1 \\ ... \\ B_n``: ``C`` sorted by ``Sim(c, A) - sum_j Sim(c, B_j)``, descending;
-- an operation series (e.g. ``(A ∩ B) \\ C``) applies its operations left to right, each one ranking the
-  candidates the previous one kept (:func:`series`), so the order of operations matters.
+The operations are *not* symmetric in their operands (the paper stresses that they do not commute): the
+first operand ``X`` is the collection that is searched (a corpus, e.g. earnings-call sentences in the
+paper's Fig. 1 / Table 3) and the result is ``X``'s own elements, ordered by their similarity to the other
+operands, which are example sets:
+
+- intersection ``X ∩ S``: the elements of ``X`` most similar to ``S`` -- ``X`` sorted by ``Sim(x, S)``,
+  descending;
+- difference ``X \\ T``: the elements of ``X`` least similar to ``T`` -- ``X`` sorted by ``Sim(x, T)``,
+  ascending (``T`` is only subtracted; there is no positive set in a difference);
+- so ``X ∩ S`` lies in ``X`` and ``S ∩ X`` lies in ``S``: swapping the operands changes the result.
+
+The paper writes longer queries (``X ∩ B ∩ D \\ E``, ``X \\ T1 \\ T2 \\ T3``, ``X ∩ S1 ∩ S2``) as *operation
+series*: the operations run left to right and each one acts on the set the previous one returned
+(:func:`series`; a size ``keep`` says how many elements each intermediate result holds), so their order
+matters. :func:`intersection` / :func:`difference` with several example sets are one-step shortcuts of this
+package that rank by the summed similarity ``sum_i Sim(x, S_i)``; with one set they are exactly the paper's
+operations.
 
 Ties are broken by candidate order (lower index first). Everything here is numpy on precomputed
 embeddings; :class:`SetCSE` runs the same operations on texts with an encoder.
@@ -50,17 +63,19 @@ def set_similarity(x: Any, members: Any) -> np.ndarray:
 
 
 def intersection_scores(x: Any, *sets: Any) -> np.ndarray:
-    """``sum_i Sim(x, S_i)`` for each row of ``x`` (SetCSE intersection)."""
+    """Ranking score of ``X ∩ S_1 (∩ S_2 ...)`` for each row of ``x`` (the elements of ``X``):
+    ``sum_i Sim(x, S_i)``, higher is better (one set: ``Sim(x, S)``, the paper's intersection)."""
     if not sets:
-        raise ValueError("intersection needs at least one set")
+        raise ValueError("intersection needs at least one example set")
     return np.sum([set_similarity(x, s) for s in sets], axis=0)
 
 
-def difference_scores(x: Any, a: Any, *bs: Any) -> np.ndarray:
-    """``Sim(x, A) - sum_j Sim(x, B_j)`` for each row of ``x`` (SetCSE difference ``A \\ B_1 \\ ...``)."""
-    if not bs:
+def difference_scores(x: Any, *sets: Any) -> np.ndarray:
+    """Ranking score of ``X \\ T_1 (\\ T_2 ...)`` for each row of ``x`` (the elements of ``X``):
+    ``-sum_j Sim(x, T_j)``, higher is better, i.e. least similar to the subtracted sets first."""
+    if not sets:
         raise ValueError("difference needs a set to subtract")
-    return set_similarity(x, a) - np.sum([set_similarity(x, b) for b in bs], axis=0)
+    return -np.sum([set_similarity(x, t) for t in sets], axis=0)
 
 
 def rank(scores: Any, k: int | None = None) -> np.ndarray:
@@ -70,42 +85,41 @@ def rank(scores: Any, k: int | None = None) -> np.ndarray:
 
 
 def intersection(candidates: Any, *sets: Any, k: int | None = None) -> np.ndarray:
-    """Candidate indices ranked for ``S_1 ∩ S_2 ∩ ...`` (best first, ``k`` of them)."""
+    """Indices of ``candidates`` (= ``X``) ranked for ``X ∩ S_1 ...``: most similar to the sets first."""
     return rank(intersection_scores(candidates, *sets), k)
 
 
-def difference(candidates: Any, a: Any, *bs: Any, k: int | None = None) -> np.ndarray:
-    """Candidate indices ranked for ``A \\ B_1 \\ ...`` (best first, ``k`` of them)."""
-    return rank(difference_scores(candidates, a, *bs), k)
+def difference(candidates: Any, *sets: Any, k: int | None = None) -> np.ndarray:
+    """Indices of ``candidates`` (= ``X``) ranked for ``X \\ T_1 ...``: least similar to the sets first."""
+    return rank(difference_scores(candidates, *sets), k)
 
 
 Op = Literal["and", "minus"]
 
 
-def series(candidates: Any, first: Any, steps: Sequence[tuple[Op, Any]], *, keep: int) -> np.ndarray:
-    """An operation series ``first op_1 S_1 op_2 S_2 ...`` applied left to right; returns the ranked indices.
+def series(candidates: Any, steps: Sequence[tuple[Op, Any]], *, keep: int | Sequence[int]) -> np.ndarray:
+    """An operation series ``X op_1 S_1 op_2 S_2 ...`` run left to right; returns indices into ``candidates``.
 
-    Step i ranks the candidates kept by step i-1 (all candidates for the first step) by its binary
-    operation -- ``("and", S)``: ``Sim(c, prev) + Sim(c, S)``, ``("minus", S)``: ``Sim(c, prev) - Sim(c, S)``
-    where ``prev`` is the running score -- and keeps the best ``keep``; the last step's ranking is returned.
+    ``candidates`` is ``X``. Step i orders the set left by step i-1 by its own operand only -- ``("and", S)``:
+    ``Sim(x, S)`` descending, ``("minus", T)``: ``Sim(x, T)`` ascending -- and every step but the last keeps
+    its best ``keep`` elements (an int for every step, or one size per intermediate step); the last step's
+    full ordering of the surviving elements is returned. ``X ∩ B \\ C`` therefore differs from ``X \\ C ∩ B``.
     """
     if not steps:
         raise ValueError("a series needs at least one operation")
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
+    sizes = [keep] * (len(steps) - 1) if isinstance(keep, (int, np.integer)) else list(keep)
+    if len(sizes) != len(steps) - 1 or any(s < 1 for s in sizes):
+        raise ValueError(f"keep must be >= 1, one size or one per intermediate step ({len(steps) - 1}), got {keep}")
     x = _unit(candidates)
     alive = np.arange(x.shape[0])
-    score = set_similarity(x, first)
     for i, (op, s) in enumerate(steps):
-        if op not in ("and", "minus"):
+        if op == "and":
+            score = intersection_scores(x[alive], s)
+        elif op == "minus":
+            score = difference_scores(x[alive], s)
+        else:
             raise ValueError(f"unknown set operation {op!r}; use 'and' (intersection) or 'minus' (difference)")
-        sim = set_similarity(x[alive], s)
-        score = score[alive] + sim if op == "and" else score[alive] - sim
-        order = rank(score, keep if i < len(steps) - 1 else None)
-        alive, score = alive[order], score[order]
-        score_full = np.full(x.shape[0], -np.inf)
-        score_full[alive] = score
-        score = score_full
+        alive = alive[rank(score, sizes[i] if i < len(sizes) else None)]
     return alive
 
 
@@ -126,14 +140,19 @@ class SetCSE:
 
     def intersection(self, candidates: Sequence[str], *sets: Sequence[str],
                      k: int | None = None) -> list[tuple[int, float]]:
-        """(candidate index, score) ranked for the intersection of ``sets``."""
+        """(candidate index, ``sum_i Sim(c, S_i)``) for ``candidates ∩ sets``, most similar first."""
         x = self.embed(candidates)
         scores = intersection_scores(x, *[self.embed(s) for s in sets])
         return [(int(i), float(scores[i])) for i in rank(scores, k)]
 
-    def difference(self, candidates: Sequence[str], a: Sequence[str], *bs: Sequence[str],
+    def difference(self, candidates: Sequence[str], *sets: Sequence[str],
                    k: int | None = None) -> list[tuple[int, float]]:
-        """(candidate index, score) ranked for ``a \\ b_1 \\ ...``."""
+        """(candidate index, ``sum_j Sim(c, T_j)``) for ``candidates \\ sets``, least similar first."""
         x = self.embed(candidates)
-        scores = difference_scores(x, self.embed(a), *[self.embed(b) for b in bs])
-        return [(int(i), float(scores[i])) for i in rank(scores, k)]
+        scores = difference_scores(x, *[self.embed(t) for t in sets])
+        return [(int(i), float(-scores[i])) for i in rank(scores, k)]
+
+    def series(self, candidates: Sequence[str], steps: Sequence[tuple[Op, Sequence[str]]], *,
+               keep: int | Sequence[int]) -> list[int]:
+        """Indices of ``candidates`` for an operation series (see :func:`series`)."""
+        return series(self.embed(candidates), [(op, self.embed(s)) for op, s in steps], keep=keep).tolist()

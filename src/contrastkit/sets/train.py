@@ -1,13 +1,17 @@
 """SetCSE inter-set contrastive fine-tuning (Liu, "SetCSE: Set Operations using Contrastive Learning of Sentence
-Embeddings", ICLR 2024).
+Embeddings", ICLR 2024, arXiv 2404.17606; Step 1 of the paper's Fig. 1).
 
-Given sets ``S_1..S_N`` that each stand for one semantic, every sentence ``x`` of ``S_i`` is pulled towards
-each other member ``x+`` of its own set and pushed from the members of the other sets:
+Given sets ``S_1..S_N`` that each stand for one semantic, the loss of a set (``l_A`` in Fig. 1) pulls each of
+its sentences towards the other members of the same set and pushes it from the sentences of every other set
+(they are its negatives), with cosine similarity over a temperature ``t``. This module writes it as an
+InfoNCE over ordered same-set pairs (x, x+):
 
     L = mean over (x, x+) of  -log  exp(cos(x, x+)/t) / ( exp(cos(x, x+)/t) + sum_{y not in S_i} exp(cos(x, y)/t) )
 
-(an InfoNCE whose positives are same-set pairs and whose negatives are all other sets' sentences,
-so a model learns to tell apart exactly the semantics the user's sets express).
+so a model learns to tell apart exactly the semantics the user's sets express. The positives/negatives
+structure is the paper's (Fig. 1); the per-pair normalisation, the mean instead of a sum over sets, the
+temperature default and the per-step sampling (``per_set`` sentences of every set of a group) are choices
+of this package that could not be checked against the paper's equation text.
 """
 
 from __future__ import annotations
