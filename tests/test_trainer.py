@@ -281,3 +281,22 @@ def test_saved_model_keeps_the_base_inference_length_not_the_training_one(tiny_b
 
     assert run("default") == (expected, expected)
     assert run("chosen", max_seq_length=24) == (24, 24)
+
+
+def test_bf16_evaluation_during_training_sees_the_current_weights(tiny_bert: Path, tmp_path: Path):
+    """The fused AdamW step moves no version counter: the bf16 inference copy must still be rebuilt."""
+    texts = make_sentences(6, seed=2)
+    seen = []
+
+    def bf16_eval(enc):
+        seen.append((enc.encode(texts, precision="bf16"), enc.encode(texts, precision="fp32")))
+        return {"dev": 0.0}
+
+    torch.manual_seed(0)
+    enc = Encoder.from_pretrained(str(tiny_bert))
+    Trainer(enc, _loss, embed_batch, _cfg(tmp_path, max_steps=2, lr=1e-2), eval_fn=bf16_eval,
+            eval_every=1).fit(RandomBatches(_examples(), 8, seed=1))
+    (bf1, fp1), (bf2, fp2) = seen[:2]
+    assert not torch.allclose(torch.as_tensor(fp1), torch.as_tensor(fp2), atol=1e-3)  # the weights moved
+    for bf, fp in ((bf1, fp1), (bf2, fp2)):
+        assert torch.allclose(torch.as_tensor(bf), torch.as_tensor(fp), atol=3e-2)  # bf16 follows them

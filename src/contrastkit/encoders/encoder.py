@@ -276,6 +276,14 @@ class Encoder(nn.Module):
             emb = self.head(emb)
         return emb
 
+    def weights_changed(self) -> None:
+        """Drop the cached bfloat16 inference copy; call after updating weights in place.
+
+        The copy is also rebuilt when a parameter's version counter moves, but fused optimizer kernels
+        (``AdamW(fused=True)``, which the Trainer uses) update parameters without moving it.
+        """
+        self.__dict__.pop("_bf16_cache", None)
+
     def _bf16_copy(self) -> Encoder:
         """An eval-mode bfloat16 copy of this encoder for inference, rebuilt when a parameter changed."""
         key = (str(self.device), *((id(p), p._version) for p in self.parameters()))

@@ -194,6 +194,7 @@ class Trainer:
                                  if cfg.max_grad_norm else torch.nn.utils.get_total_norm(grads))
                     grad_norm_ok = grad_norm_ok & torch.isfinite(grad_norm)  # no device sync per step
                     opt.step()
+                    self.encoder.weights_changed()  # the fused step leaves version counters alone
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                     self.negatives.after_optimizer_step(self.encoder)
