@@ -10,7 +10,8 @@ from typing import Any
 
 # CLI flag -> decoder parameter (argparse dest == parameter name)
 _PARAMS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "typical_p", "penalty_alpha",
-           "repetition_penalty", "alpha", "beta", "amateur_temperature", "amateur_layer", "dola_layers", "seed")
+           "repetition_penalty", "alpha", "beta", "amateur_temperature", "amateur_layer", "dola_layers", "seed",
+           "contrast_lambda")
 
 
 def read_prompts(source: str, field: str = "prompt") -> list[str]:
@@ -72,10 +73,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     unknown = [k for k in params if k not in accepted]
     if args.amateur is not None and "amateur" not in accepted:
         unknown.append("amateur")
+    if args.contrastive_input is not None and "contrastive_prompts" not in accepted:
+        unknown.append("contrastive_input")
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise ConfigError(f"--strategy {args.strategy} takes no {flags}")
     prompts = read_prompts(args.input, args.prompt_field)
+    if "contrastive_prompts" in accepted:
+        if args.contrastive_input is None:
+            raise ConfigError(f"--strategy {args.strategy} needs --contrastive-input: one contrastive prompt per "
+                              "prompt (the prompt with one attribute changed)")
+        params["contrastive_prompts"] = read_prompts(args.contrastive_input, args.prompt_field)
+        if len(params["contrastive_prompts"]) != len(prompts):
+            raise ConfigError(f"--contrastive-input holds {len(params['contrastive_prompts'])} prompts for "
+                              f"{len(prompts)} prompts; give one per prompt")
     model, tok = load_causal_lm(args.model, device=args.device)
     if args.amateur is not None:
         amateur, amateur_tok = load_causal_lm(args.amateur, device=args.device)
@@ -89,6 +100,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     lines = [json.dumps({"index": i, "prompt": p, "completion": c.text, "strategy": args.strategy,
                          "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}, ensure_ascii=False)
              for i, (p, c) in enumerate(zip(prompts, done))]
+    if "contrastive_prompts" in params:  # the contrastive prompt beside its prompt
+        lines = [line[:-1] + ", " + json.dumps({"contrastive_prompt": q}, ensure_ascii=False)[1:]
+                 for line, q in zip(lines, params["contrastive_prompts"])]
     text = "\n".join(lines) + "\n"
     if args.output:
         from ..fsutil import atomic_write_bytes
@@ -134,5 +148,8 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     g.add_argument("--beta", type=float, help="contrastive_decoding: amateur weight (0.5; 0 = greedy)")
     g.add_argument("--amateur-temperature", type=float, help="contrastive_decoding: amateur temperature")
     g.add_argument("--dola-layers", type=_dola_layers, help="dola: 'low', 'high' or comma-separated layers")
+    g.add_argument("--contrastive-input", help="contrastive_input_decoding: the contrastive prompts (same format "
+                                               "as --input, one per prompt)")
+    g.add_argument("--contrast-lambda", type=float, help="contrastive_input_decoding: weight of the contrast (1)")
     g.add_argument("--seed", type=int, help="seed of the sampling generator")
     g.set_defaults(func=_cmd_generate)

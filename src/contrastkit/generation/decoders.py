@@ -1,5 +1,5 @@
 """Decoders as functions over a causal LM and its KV cache: greedy, sampling (top-k, nucleus, typical), contrastive
-search, contrastive decoding and DoLa.
+search, contrastive decoding, DoLa and contrastive input decoding.
 
 Every decoder takes a left-padded batch (``input_ids``, ``attention_mask`` ``(B, T)``), runs the prompt once into a
 ``transformers`` ``DynamicCache`` and then one token per step, and returns a :class:`GenerationOutput`. Parameter
@@ -308,6 +308,63 @@ def contrastive_decoding(model: nn.Module, input_ids: Tensor, attention_mask: Te
         out = _forward(model, b.ids[:, -1:], b.mask, out.cache, hidden=early)
         if not early:
             ama = _forward(amateur, b.ids[:, -1:], b.mask, ama.cache)
+
+
+@torch.no_grad()
+def contrastive_input_decoding(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                               contrastive_input_ids: Tensor, contrastive_attention_mask: Tensor | None = None,
+                               contrast_lambda: float = 1.0, max_new_tokens: int = 32, do_sample: bool = False,
+                               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                               typical_p: float | None = None, repetition_penalty: float = 1.0,
+                               eos_token_id: EosIds = None, pad_token_id: int | None = None,
+                               seed: int | None = None) -> GenerationOutput:
+    """Contrastive input decoding, CID (Yona et al., 2023, "Surfacing Biases in Large Language Models using
+    Contrastive Input Decoding"): continue each row of ``input_ids`` (the regular input ``x``) with text that is
+    likely given ``x`` but unlikely given its row of ``contrastive_input_ids`` (``x'``, the same input with one
+    attribute changed, e.g. "men" -> "women"); both continue with the same tokens.
+
+    Scores ``log p(v | x, y) - contrast_lambda * max(0, log p(v | x', y) - log p(v | x, y))``: a token keeps
+    its likelihood under ``x`` unless ``x'`` makes it likelier, and then loses ``contrast_lambda`` times that
+    log-ratio (``lambda`` grows the contrast, as in the paper; ``0`` is greedy search on ``x``, and so is an
+    ``x'`` equal to ``x``). Then CTRL's repetition penalty over the regular row and the argmax (or a draw with
+    ``do_sample``). NOTE: this scoring rule is written from the paper's description (the two next-token
+    distributions contrasted with a weight lambda); its exact equation could not be checked offline.
+
+    The regular and contrastive rows run as one ``2B``-row batch (both left-padded to the longer of the two)
+    with one KV cache; the output holds the regular rows only.
+    """
+    if contrast_lambda < 0:
+        raise ConfigError(f"contrast_lambda must be >= 0, got {contrast_lambda}")
+    if contrastive_input_ids.dim() != 2 or contrastive_input_ids.shape[0] != input_ids.shape[0]:
+        raise ConfigError(f"contrastive_input_ids must be (batch, length) with one row per input row: got "
+                          f"{tuple(contrastive_input_ids.shape)} for input_ids {tuple(input_ids.shape)}")
+    rows, t1, t2 = input_ids.shape[0], input_ids.shape[1], contrastive_input_ids.shape[1]
+    width = max(t1, t2)
+
+    def left_pad(ids: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        mask = torch.ones_like(ids) if mask is None else mask.to(ids.device).long()
+        if mask.shape != ids.shape:
+            raise ConfigError(f"attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
+        extra = width - ids.shape[1]
+        return F.pad(ids, (extra, 0), value=0), F.pad(mask, (extra, 0), value=0)
+
+    ids_x, mask_x = left_pad(input_ids, attention_mask)
+    ids_c, mask_c = left_pad(contrastive_input_ids.to(input_ids.device), contrastive_attention_mask)
+    b = _Batch(model, torch.cat([ids_x, ids_c]), torch.cat([mask_x, mask_c]), max_new_tokens=max_new_tokens,
+               eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    gen = _generator(seed, b.ids.device)
+    out = _forward(model, b.ids, b.mask, _new_cache(model))
+    while True:
+        logp = out.logits[:, -1].float().log_softmax(-1)
+        regular, contrast = logp[:rows], logp[rows:]
+        scores = regular - contrast_lambda * (contrast - regular).clamp(min=0)
+        scores = apply_repetition_penalty(scores, b.ids[:rows], b.mask[:rows], repetition_penalty)
+        token = _choose(scores, do_sample=do_sample, generator=gen, temperature=temperature, top_k=top_k,
+                        top_p=top_p, typical_p=typical_p)
+        if b.append(torch.cat([token, token])):
+            break
+        out = _forward(model, b.ids[:, -1:], b.mask, out.cache)
+    return GenerationOutput(b.ids[:rows, width - t1:], t1, b.num_new[:rows], b.finished[:rows])
 
 
 def dola_candidate_layers(model: nn.Module, dola_layers: str | Sequence[int]) -> list[int]:

@@ -1,0 +1,46 @@
+"""``contrastkit lm simctg``: fine-tune a causal LM with SimCTG's contrastive token loss (see contrastkit.lm.simctg)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _cmd_simctg(args: argparse.Namespace) -> int:
+    from ..lm.simctg import load_simctg_config, train_simctg
+
+    config = load_simctg_config(args.config, args.set)
+    result = train_simctg(config)
+    print(json.dumps({"output_dir": str(result.output_dir), "model_dir": str(result.model_dir),
+                      "steps": result.steps, "seconds": round(result.seconds, 1),
+                      "last": {k: round(v, 4) for k, v in result.last.items()}}, indent=2))
+    return 0
+
+
+def _lm_group(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]
+              ) -> argparse._SubParsersAction:
+    """The ``lm`` group's sub-parsers, whichever command module created the group."""
+    if "lm" in groups:
+        return groups["lm"]
+    parser = sub.choices.get("lm")
+    if parser is None:
+        parser = sub.add_parser("lm", help="language-model stages (decoder LMs as encoders)")
+        action = parser.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
+    else:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    groups["lm"] = action
+    return action
+
+
+def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
+    """Add ``lm simctg``."""
+    p = _lm_group(sub, groups).add_parser(
+        "simctg", help="SimCTG: fine-tune a causal LM with MLE + the token-level contrastive loss",
+        description="Fine-tune a causal LM on plain text with L_MLE + L_CL, SimCTG's token-level contrastive "
+                    "margin loss (Su et al., 2022), which makes its token representations more isotropic; the "
+                    "result (<output_dir>/model) is a causal LM for contrastkit generate "
+                    "(e.g. --strategy contrastive_search).")
+    p.add_argument("config", help="YAML SimCTG config (recipes/simctg-smollm2.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=50 (repeatable)")
+    p.set_defaults(func=_cmd_simctg)
