@@ -71,11 +71,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         def rerank_fn(query: str, documents: list[str]) -> Any:
             return reranker.predict([(query, d) for d in documents], batch_size=args.encode_batch_size)
+    generate_fn = None
+    if args.generator:
+        from contrastkit.lm import load_causal_lm
+        from contrastkit.serve import generator_fn
+
+        lm, lm_tok = load_causal_lm(args.generator)
+        generate_fn = generator_fn(lm, lm_tok)
     try:
         app = create_app(fns, model_name=args.model_name or args.model, model_aliases=[args.model], dim=enc.dim,
                          store=store, api_key=api_key, max_batch=args.max_batch, max_text_chars=args.max_text_chars,
                          max_request_tokens=args.max_request_tokens, max_body_bytes=args.max_body_bytes,
-                         max_wait_ms=args.max_wait_ms, reranker=rerank_fn, reranker_name=args.reranker)
+                         max_wait_ms=args.max_wait_ms, reranker=rerank_fn, reranker_name=args.reranker,
+                         generator=generate_fn, generator_name=args.generator,
+                         max_completion_tokens=args.max_completion_tokens)
         _server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
     finally:
         if store is not None:
@@ -94,6 +103,10 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     p.add_argument("--store", help="store directory for /v1/search (see 'contrastkit index build')")
     p.add_argument("--reranker", help="serve POST /v1/rerank with this cross-encoder dir (contrastkit rerank train), "
                                       "or llm:NAME for a causal LM's yes/no relevance (e.g. llm:smollm2-135m)")
+    p.add_argument("--generator", help="serve POST /v1/completions with this causal LM (dir, .gguf or alias such "
+                                       "as smollm2-135m); the decoding strategy is the request's 'strategy' field")
+    p.add_argument("--max-completion-tokens", type=_positive_int, default=256,
+                   help="most new tokens per prompt a /v1/completions request may ask for (max_tokens)")
     p.add_argument("--force", action="store_true",
                    help="serve --store even when it was built by another model (default: refuse)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")

@@ -1,4 +1,5 @@
-"""HTTP service: OpenAI-compatible ``/v1/embeddings``, ``/v1/similarity``, ``/v1/search``, ``/v1/rerank``, ``/healthz``.
+"""HTTP service: OpenAI-compatible ``/v1/embeddings``, ``/v1/similarity``, ``/v1/search``, ``/v1/rerank``,
+``/v1/completions`` (a decoding ``strategy`` as an extra field), ``/healthz``.
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for a body that
 is not valid JSON, has a wrong type (strict: ``true`` is not a number), an unknown field, empty
@@ -21,9 +22,11 @@ import base64
 import contextlib
 import hmac
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import numpy as np
@@ -32,14 +35,23 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, StringConstraints, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StringConstraints,
+    Tag,
+    ValidationError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from contrastkit.errors import ContrastkitError
 from contrastkit.serve.batcher import MicroBatcher
 
-__all__ = ["ApiError", "EncodeFns", "create_app", "encoder_fn"]
+__all__ = ["ApiError", "EncodeFns", "GenerateFn", "create_app", "encoder_fn", "generator_fn"]
 
 _log = logging.getLogger("contrastkit.serve")
 
@@ -92,6 +104,28 @@ def encoder_fn(encoder: Any, *, batch_size: int = 64) -> EncodeFns:
     return EncodeFns(encode, count_tokens)
 
 
+GenerateFn = Callable[[list[str], str, dict[str, Any]], tuple[list[Any], list[int]]]
+"""``generate(prompts, strategy, params) -> (completions, prompt token counts)`` for ``/v1/completions``; each
+completion has ``text``, ``token_ids`` and ``finish_reason`` (:class:`contrastkit.generation.Completion`)."""
+
+
+def generator_fn(model: Any, tokenizer: Any, *, batch_size: int = 16) -> GenerateFn:
+    """Adapt a causal LM (:func:`contrastkit.lm.load_causal_lm`) to ``/v1/completions``: one generation at a
+    time (requests queue on a lock), ``contrastkit.generation.generate`` with the request's strategy."""
+    import threading
+
+    from contrastkit.generation import generate
+
+    lock = threading.Lock()
+
+    def run(prompts: list[str], strategy: str, params: dict[str, Any]) -> tuple[list[Any], list[int]]:
+        counts = [len(x) for x in tokenizer(prompts)["input_ids"]]
+        with lock:
+            return generate(model, tokenizer, prompts, strategy=strategy, batch_size=batch_size, **params), counts
+
+    return run
+
+
 # -- request bodies (strict: no bool-as-int, no str-as-number, unknown fields refused) ----------------
 _STRICT = ConfigDict(strict=True, extra="forbid")
 _TAGS = {"text", "texts", "ids", "id_lists", "str", "bool", "int", "float", "null"}
@@ -121,19 +155,8 @@ def _value_kind(value: Any) -> str:
 
 Texts = Annotated[list[str], Field(max_length=MAX_ITEMS)]
 TokenIds = Annotated[list[int], Field(max_length=MAX_TOKEN_IDS)]
-EmbeddingInput = Annotated[Union[
-    Annotated[str, Tag("text")],
-    Annotated[Texts, Tag("texts")],
-    Annotated[TokenIds, Tag("ids")],
-    Annotated[Annotated[list[TokenIds], Field(max_length=MAX_ITEMS)], Tag("id_lists")],
-], Discriminator(_input_kind)]
-WhereValue = Annotated[Union[
-    Annotated[None, Tag("null")],
-    Annotated[bool, Tag("bool")],
-    Annotated[int, Field(ge=-_INT64, lt=_INT64), Tag("int")],
-    Annotated[float, Field(allow_inf_nan=False), Tag("float")],
-    Annotated[str, Field(max_length=10_000), Tag("str")],
-], Discriminator(_value_kind)]
+EmbeddingInput = Annotated[Annotated[str, Tag("text")] | Annotated[Texts, Tag("texts")] | Annotated[TokenIds, Tag("ids")] | Annotated[Annotated[list[TokenIds], Field(max_length=MAX_ITEMS)], Tag("id_lists")], Discriminator(_input_kind)]
+WhereValue = Annotated[Annotated[None, Tag("null")] | Annotated[bool, Tag("bool")] | Annotated[int, Field(ge=-_INT64, lt=_INT64), Tag("int")] | Annotated[float, Field(allow_inf_nan=False), Tag("float")] | Annotated[str, Field(max_length=10000), Tag("str")], Discriminator(_value_kind)]
 ModelName = Annotated[str, StringConstraints(max_length=256)]
 
 
@@ -180,6 +203,45 @@ class RerankRequest(BaseModel):
     model: ModelName | None = None
 
 
+COMPLETION_STRATEGIES = ("greedy", "sample", "contrastive_search", "contrastive_decoding", "dola")
+"""Strategies ``/v1/completions`` serves (contrastive decoding with the expert's early-exit ``amateur_layer``)."""
+_DECODING_FIELDS = ("top_k", "typical_p", "penalty_alpha", "repetition_penalty", "alpha", "beta",
+                    "amateur_temperature", "amateur_layer", "dola_layers", "do_sample")
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI completions request, plus contrastkit's ``strategy`` and its decoder parameters (sent by the
+    ``openai`` client as ``extra_body``). Without ``strategy``: sampling at ``temperature`` / ``top_p``
+    (OpenAI's default), greedy at ``temperature`` 0."""
+
+    model_config = _STRICT
+    model: ModelName | None = None
+    prompt: Annotated[str, StringConstraints(max_length=1_000_000)] | Texts
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1)
+    stop: Annotated[str, StringConstraints(min_length=1)] | Annotated[
+        list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=4)] | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    stream: bool = False
+    echo: bool = False
+    logprobs: int | None = None
+    user: Annotated[str, StringConstraints(max_length=256)] | None = None
+    strategy: Literal[COMPLETION_STRATEGIES] | None = None  # type: ignore[valid-type]
+    top_k: int | None = Field(default=None, ge=1, le=1000)
+    typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    penalty_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    alpha: float | None = Field(default=None, gt=0.0, le=1.0)
+    beta: float | None = Field(default=None, ge=0.0)
+    amateur_temperature: float | None = Field(default=None, gt=0.0)
+    amateur_layer: int | None = Field(default=None, ge=0)
+    dola_layers: Literal["low", "high"] | Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=64)] | None \
+        = None
+    do_sample: bool | None = None
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -218,16 +280,20 @@ def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, 
                model_aliases: Sequence[str] = (), max_batch: int = 256, max_text_chars: int = 20_000,
                max_request_tokens: int = 32_768, max_body_bytes: int = 2 << 20, max_wait_ms: float = 5.0,
                parse_threads: int = 4, reranker: Callable[[str, list[str]], Sequence[float]] | None = None,
-               reranker_name: str | None = None) -> FastAPI:
+               reranker_name: str | None = None, generator: GenerateFn | None = None,
+               generator_name: str | None = None, max_completion_tokens: int = 256) -> FastAPI:
     """The FastAPI app; ``fns.encode`` is called from one worker thread with merged batches.
 
     ``model_aliases``: further names a request's ``model`` may use. ``parse_threads``: most
     bodies parsed or tokenized at once (apart from the threads that answer ``/healthz``).
     ``reranker(query, documents) -> scores`` serves ``POST /v1/rerank`` (its ``model`` is ``reranker_name``).
+    ``generator`` (:func:`generator_fn`) serves ``POST /v1/completions`` (its ``model`` is ``generator_name``),
+    at most ``max_completion_tokens`` new tokens per prompt.
     """
     if store is not None and store.dim != dim:
         raise ContrastkitError(f"store dim {store.dim} != model dim {dim}: the store was built with another model")
     for name, value in (("max_batch", max_batch), ("max_text_chars", max_text_chars),
+                        ("max_completion_tokens", max_completion_tokens),
                         ("max_request_tokens", max_request_tokens), ("max_body_bytes", max_body_bytes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ContrastkitError(f"{name} must be a positive integer, got {value!r}")
@@ -337,7 +403,7 @@ def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, 
     def count_tokens(texts: list[str], param: str) -> list[int]:
         try:
             counts = fns.count_tokens(texts)
-        except Exception:  # noqa: BLE001 - find the text the tokenizer refuses, answer 400 for it alone
+        except Exception:
             for i, t in enumerate(texts):
                 try:
                     fns.count_tokens([t])
@@ -462,5 +528,64 @@ def create_app(fns: EncodeFns, *, model_name: str, dim: int, store: Any = None, 
         results = [{"index": i, "relevance_score": scores[i],
                     **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
         return {"object": "list", "results": results, "model": reranker_name}
+
+    @app.post("/v1/completions", dependencies=[Depends(auth)], openapi_extra=body_schema(CompletionRequest))
+    async def completions(req: CompletionRequest = Depends(json_body(CompletionRequest))) -> dict[str, Any]:
+        """OpenAI-compatible text completions with a decoding ``strategy`` (greedy, sample, contrastive_search,
+        contrastive_decoding, dola) and its parameters as extra fields; a parameter the strategy does not take
+        is a 400, never ignored."""
+        if generator is None:
+            raise ApiError(400, "this server has no generator: start it with 'contrastkit serve --generator MODEL'")
+        if req.model is not None and req.model != generator_name:
+            raise ApiError(404, f"model {req.model[:80]!r} is not served for completions here; this server "
+                                f"generates with {generator_name!r}", "model", code="model_not_found")
+        for field, ok, why in (("n", req.n == 1, "n must be 1 (one completion per prompt)"),
+                               ("stream", not req.stream, "streaming is not supported; send stream: false"),
+                               ("echo", not req.echo, "echo is not supported"),
+                               ("logprobs", req.logprobs is None, "logprobs are not supported")):
+            if not ok:
+                raise ApiError(400, why, field)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        check_texts(prompts, "prompt")
+        max_tokens = min(16, max_completion_tokens) if req.max_tokens is None else req.max_tokens  # OpenAI's: 16
+        if max_tokens > max_completion_tokens:
+            raise ApiError(400, f"max_tokens={max_tokens} exceeds this server's limit of {max_completion_tokens}",
+                           "max_tokens")
+        strategy = req.strategy
+        given = {k: getattr(req, k) for k in ("temperature", "top_p", "seed", *_DECODING_FIELDS)
+                 if getattr(req, k) is not None}
+        if strategy is None:
+            strategy = "greedy" if req.temperature == 0 else "sample"
+            if strategy == "greedy":
+                given = {k: v for k, v in given.items() if k not in ("temperature", "top_p")}
+        from contrastkit.generation import strategy_parameters
+
+        accepted = strategy_parameters(strategy)
+        if "seed" not in accepted:  # a deterministic strategy: OpenAI's seed has nothing to seed
+            given.pop("seed", None)
+        unknown = [k for k in given if k not in accepted]
+        if unknown:
+            raise ApiError(400, f"strategy {strategy!r} takes no {', '.join(unknown)} (it takes "
+                                f"{', '.join(k for k in accepted if k not in ('eos_token_id', 'pad_token_id'))})",
+                           unknown[0])
+        if strategy == "contrastive_decoding" and "amateur_layer" not in given:
+            raise ApiError(400, "strategy 'contrastive_decoding' needs amateur_layer (the expert's early-exit layer "
+                                "serves as the amateur)", "amateur_layer")
+        if strategy == "sample" and req.temperature == 0:
+            raise ApiError(400, "temperature 0 with strategy 'sample': use strategy 'greedy'", "temperature")
+        done, counts = await in_thread(generator, prompts, strategy, {"max_new_tokens": max_tokens, **given})
+        stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+        choices = []
+        for i, c in enumerate(done):
+            text, reason = c.text, c.finish_reason
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+            choices.append({"text": text, "index": i, "finish_reason": reason, "logprobs": None})
+        prompt_tokens, completion_tokens = int(sum(counts)), int(sum(len(c.token_ids) for c in done))
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": generator_name, "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
 
     return app

@@ -1,0 +1,122 @@
+"""SimCTG before/after: token-representation isotropy and the generation table of the base LM, an MLE-only
+fine-tune and a SimCTG fine-tune (the same recipe, data, steps and seed; only the contrastive term differs).
+
+1. Trains ``recipes/simctg-smollm2.yaml`` twice (``simctg.weight`` 1 and 0) with ``--steps`` / ``--train-limit``
+   (or reuses ``--simctg-dir`` / ``--mle-dir``, finished runs' ``model/``).
+2. Isotropy as SimCTG's figure measures it: each held-out text's mean pairwise cosine self-similarity of its
+   last-layer token representations (lower = more isotropic), averaged over ``--iso-texts`` held-out Bible
+   passages (the held-out books are not in the training data).
+3. The generation table (benchmarks/generation_quality.py: rep-n, diversity, MAUVE, coherence, generation
+   perplexity, tokens/s) of greedy, nucleus and contrastive search for each model, on ``--limit`` prompts.
+
+    python benchmarks/simctg.py                                    # CPU-sized run (hours)
+    python benchmarks/simctg.py --steps 2 --train-limit 64 --limit 6 --iso-texts 8 --max-new-tokens 12 \\
+        --seeds 0 --out benchmarks/results/simctg-smoke.json       # smoke
+
+Writes ``benchmarks/results/simctg.json`` (``--out``; rewritten after every row) with the machine and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, versions  # noqa: E402
+from generation_quality import passages, run_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(weight: float, args: argparse.Namespace, out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    from contrastkit.lm.simctg import load_simctg_config, train_simctg
+
+    sets = [f"simctg.weight={weight}", f"train.output_dir={out_dir}", f"train.max_steps={args.steps}",
+            f"data.limit={args.train_limit}", f"model.name={args.model}"]
+    if args.threads:
+        sets.append(f"train.num_threads={args.threads}")
+    result = train_simctg(load_simctg_config(ROOT / "recipes" / "simctg-smollm2.yaml", sets))
+    return result.model_dir, {"steps": result.steps, "seconds": round(result.seconds, 1), "last": result.last}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--train-limit", type=int, default=20000)
+    ap.add_argument("--runs-dir", default="runs/simctg-bench")
+    ap.add_argument("--simctg-dir", help="a finished SimCTG run's model/ (skip training)")
+    ap.add_argument("--mle-dir", help="a finished MLE-only run's model/ (skip training)")
+    ap.add_argument("--iso-texts", type=int, default=500)
+    ap.add_argument("--limit", type=int, default=500, help="prompts of the generation table")
+    ap.add_argument("--strategies", nargs="+", default=["greedy", "nucleus", "contrastive_search"])
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--encoder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--mauve-buckets", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results/simctg.json")
+    args = ap.parse_args()
+
+    import torch
+
+    from contrastkit.encoders import Encoder
+    from contrastkit.generation.metrics import token_self_similarity
+    from contrastkit.lm import load_causal_lm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"benchmark": "simctg", "date": str(date.today()), "machine": cpu_model(),
+                           "threads": torch.get_num_threads(), "versions": versions(["mauve-text"]),
+                           "args": vars(args), "training": {}, "isotropy": {}, "rows": []}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out["wall_s"] = round(time.perf_counter() - t0, 1)
+        Path(args.out).write_text(json.dumps(out, indent=2))
+
+    runs = Path(args.runs_dir)
+    models = {"base": args.model}
+    for label, weight, given in (("mle", 0.0, args.mle_dir), ("simctg", 1.0, args.simctg_dir)):
+        if given:
+            models[label] = given
+            continue
+        model_dir, info = train(weight, args, runs / label)
+        models[label] = str(model_dir)
+        out["training"][label] = info
+        print(label, json.dumps(info), flush=True)
+        save()
+
+    held = passages("bible", min_words=int((args.prompt_tokens + args.max_new_tokens) * 1.2))
+    for label, path in models.items():
+        model, tok = load_causal_lm(path)
+        with torch.inference_mode():
+            out["isotropy"][label] = token_self_similarity(model, tok, held[:args.iso_texts], max_length=128)
+        print("isotropy", label, json.dumps(out["isotropy"][label]), flush=True)
+        save()
+
+    encoder = Encoder.from_pretrained(args.encoder)
+    args.cd_layer = None
+
+    def emit(row: dict[str, Any]) -> None:
+        out["rows"].append(row)
+        save()
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                          if k not in ("example", "params")}), flush=True)
+
+    for label, path in models.items():
+        run_model(label, path, args, encoder, held, emit)
+    save()
+    print(f"wrote {args.out} ({out['wall_s']} s)")
+
+
+if __name__ == "__main__":
+    main()
