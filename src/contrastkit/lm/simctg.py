@@ -122,7 +122,7 @@ def simctg_step(model: Any, tokenizer: Any, texts: list[str], *, max_length: int
     out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     _, lm, cl = simctg(out.logits, out.hidden_states[-1], ids, mask, margin=margin)
     loss = lm + weight * cl
-    return loss, {"loss": float(loss), "mle": float(lm), "cl": float(cl)}
+    return loss, {"loss": float(loss.detach()), "mle": float(lm.detach()), "cl": float(cl.detach())}
 
 
 def train_simctg(config: SimctgRunConfig) -> SimctgResult:
