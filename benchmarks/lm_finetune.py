@@ -1,8 +1,8 @@
 """Contrastive fine-tuning of a small LM through a prompt readout, on a CPU time budget; 7-task STS after.
 
 Each run is ``contrastkit train <recipe>`` in a child process (its own peak memory), stopped by
-``train.max_minutes``; the best STS-B dev checkpoint is then scored on the 7 SimCSE STS tasks (bf16, the
-protocol of ``benchmarks/lm_readouts.py``). Training data: SNLI triplets from the local SentEval files
+``train.max_minutes``; then the best STS-B dev checkpoint (``model/``) and the last checkpoint's weights are
+each scored on the 7 SimCSE STS tasks (bf16, the protocol of ``benchmarks/lm_readouts.py``). Training data: SNLI triplets from the local SentEval files
 (``contrastkit.data.nli``: dev + test splits, every STS evaluation sentence removed), written to
 ``runs/data/snli-triplets.csv``.
 
@@ -86,29 +86,43 @@ def curves(run_dir: Path) -> dict[str, object]:
     per_step = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in itertools.pairwise(logs)
                 if not any(a["step"] < s <= b["step"] for s in eval_steps)]
     state = json.loads((run_dir / "train_state.json").read_text())
-    return {"dev_curve": [[r["step"], round(r.get("elapsed_s", float("nan")), 1), round(r["primary"], 2)] for r in evals],
+    elapsed = {r["step"]: r["elapsed_s"] for r in logs}  # eval rows carry no time: the step's log row does
+    return {"dev_curve": [[r["step"], round(elapsed[r["step"]], 1) if r["step"] in elapsed else None,
+                           round(r["primary"], 2)] for r in evals],
             "loss_curve": [[r["step"], round(r["loss"], 4)] for r in logs],
             "s_per_step": round(statistics.median(per_step), 2) if per_step else None,
             "steps": state.get("step"), "best_step": state.get("best_step"),
             "best_dev": round(state["best_score"], 2) if state.get("best_score") is not None else None}
 
 
-def sts7(model_dir: Path, threads: int) -> dict[str, object]:
-    """The 7 SimCSE STS tasks (bf16, batch 64) of a trained model dir."""
+def sts7(run_dir: Path, threads: int, *, final: bool = False) -> dict[str, object]:
+    """The 7 SimCSE STS tasks (bf16, batch 64) of a run's saved model (the best dev checkpoint), or with
+    ``final`` of its last checkpoint's weights (no selection), plus that model's STS-B dev score."""
     import torch
+    from safetensors.torch import load_file
 
     from contrastkit.encoders import Encoder
     from contrastkit.evaluation.senteval import load_sts_task
     from contrastkit.evaluation.sts import SIMCSE_TASKS, evaluate_sts
+    from contrastkit.training.checkpoint import latest_checkpoint
 
     torch.set_num_threads(threads)
-    enc = Encoder.from_pretrained(str(model_dir))
+    enc = Encoder.from_pretrained(str(run_dir / "model"))
+    info: dict[str, object] = {}
+    if final:
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        enc.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        info["checkpoint"] = ckpt.name
     enc.eval()
     t0 = time.perf_counter()
-    res = evaluate_sts(lambda texts: enc.encode(texts, batch_size=64, precision="bf16"),
-                       [load_sts_task(t) for t in SIMCSE_TASKS])
-    return {"scores": {k: round(v, 2) for k, v in res.scores.items()}, "avg": round(res.avg, 2),
-            "eval_s": round(time.perf_counter() - t0, 1)}
+
+    def encode(texts: list[str]) -> object:
+        return enc.encode(texts, batch_size=64, precision="bf16")
+
+    res = evaluate_sts(encode, [load_sts_task(t) for t in SIMCSE_TASKS])
+    dev = evaluate_sts(encode, [load_sts_task("STSBenchmark-dev")])
+    return {**info, "scores": {k: round(v, 2) for k, v in res.scores.items()}, "avg": round(res.avg, 2),
+            "stsb_dev": round(dev.avg, 2), "eval_s": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,15 +162,18 @@ def main(argv: list[str] | None = None) -> int:
             row = {"method": method, "seed": seed, **run_training(args.recipe, run_dir, sets, args.threads),
                    **curves(run_dir)}
             if not args.skip_sts7:
-                row["sts7"] = sts7(run_dir / "model", args.threads)
+                row["sts7"] = sts7(run_dir, args.threads)
+                row["sts7_final"] = sts7(run_dir, args.threads, final=True)
             runs[key] = row
             dest.write_text(json.dumps(out, indent=2))
             print(f"{key}: {row.get('steps')} steps, best dev {row.get('best_dev')}, "
-                  f"7-task {row.get('sts7', {}).get('avg')}", flush=True)
-    print("\n| run | steps | s/step | peak RSS MiB | best dev | 7-task avg |\n|---|---:|---:|---:|---:|---:|")
+                  f"7-task {row.get('sts7', {}).get('avg')} (final weights {row.get('sts7_final', {}).get('avg')})",
+                  flush=True)
+    print("\n| run | steps | s/step | peak RSS MiB | best dev (step) | 7-task avg: best dev ckpt | final weights |"
+          "\n|---|---:|---:|---:|---:|---:|---:|")
     for key, r in runs.items():
-        print(f"| {key} | {r['steps']} | {r['s_per_step']} | {r['peak_rss_mib']} | {r['best_dev']} | "
-              f"{r.get('sts7', {}).get('avg', '-')} |")
+        print(f"| {key} | {r['steps']} | {r['s_per_step']} | {r['peak_rss_mib']} | {r['best_dev']} ({r['best_step']}) | "
+              f"{r.get('sts7', {}).get('avg', '-')} | {r.get('sts7_final', {}).get('avg', '-')} |")
     print(f"\nwrote {dest}")
     return 0
 
