@@ -51,12 +51,7 @@ def load_clustering_task(name: str, data_dir: str | os.PathLike[str] | None = No
     if name not in CLUSTERING_TASKS:
         raise ValueError(f"unknown clustering task {name!r}; expected one of {', '.join(CLUSTERING_TASKS)}")
     task = load_transfer_task("TREC" if name == "TREC" else "SST5", data_dir, needed_for=f"clustering task {name}")
-    texts: list[str] = []
-    labels: list[np.ndarray] = []
-    for split in task.splits.values():
-        texts += split.texts
-        labels.append(split.labels)
-    return texts, np.concatenate(labels)
+    return task.labelled()
 
 
 def cluster_scores(emb: np.ndarray, labels: np.ndarray, *, n_runs: int = 5, seed: int = 0) -> dict[str, float]:

@@ -161,6 +161,11 @@ class TransferTask:
                 seen.update(dict.fromkeys(s.texts_b))
         return list(seen)
 
+    def labelled(self) -> tuple[list[str], np.ndarray]:
+        """Every (sentence, label) of all splits, split after split (single-sentence tasks)."""
+        texts = [t for s in self.splits.values() for t in s.texts]
+        return texts, np.concatenate([np.asarray(s.labels) for s in self.splits.values()])
+
 
 # ----------------------------------------------------------------------------- loading
 def _tok(s: str) -> str:

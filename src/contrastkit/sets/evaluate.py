@@ -59,12 +59,7 @@ def labelled_sentences(name: str, data_dir: str | os.PathLike[str] | None = None
     from ..evaluation.transfer import load_transfer_task
 
     task = load_transfer_task(name, data_dir, needed_for=f"set-operation task over {name}")
-    texts: list[str] = []
-    labels: list[np.ndarray] = []
-    for split in task.splits.values():
-        texts += split.texts
-        labels.append(split.labels)
-    return texts, np.concatenate(labels)
+    return task.labelled()
 
 
 def _split_class(idx: list[int], n_examples: int, rng: random.Random) -> tuple[list[int], list[int]]:
