@@ -1,7 +1,7 @@
 """Worker for tests/test_cross_device.py, launched with torchrun (2 processes, gloo on CPU).
 
-argv: TINY_BERT_DIR OUT_DIR. Writes, per rank, the loss and the all-reduced gradients of one
-cross-device step for each batch kind, and the weights after a short Trainer.fit run.
+argv: TINY_BERT_DIR OUT_DIR. Writes, per rank, the loss and the gradients of one cross-device step for
+each batch kind (synchronised by DistributedDataParallel), and the weights after a short Trainer.fit run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ torch.set_num_threads(1)
 from contrastkit.config import TrainConfig  # noqa: E402
 from contrastkit.encoders import Encoder  # noqa: E402
 from contrastkit.samplers import RandomBatches  # noqa: E402
+from contrastkit.training.distributed import DataParallel  # noqa: E402
 from contrastkit.training.negatives import CrossDeviceNegatives  # noqa: E402
 from contrastkit.training.trainer import Trainer  # noqa: E402
 from contrastkit.views import embed_batch  # noqa: E402
@@ -33,11 +34,11 @@ def main() -> None:
     enc.train()
     src = CrossDeviceNegatives()
     src.setup(enc)
+    ddp_embed = DataParallel(enc).wrap(embed)  # DDP averages; the source scales its loss by the world size
     result = {}
     for kind, batch in BATCHES.items():
         enc.zero_grad()
-        loss = src.loss_and_backward(enc, batch, embed, loss_fn, 1.0)
-        src.before_optimizer_step(enc)
+        loss = src.loss_and_backward(enc, batch, ddp_embed, loss_fn, 1.0)
         result[kind] = loss
         save_file({k: p.grad.contiguous() for k, p in enc.named_parameters() if p.grad is not None},
                   str(out / f"{kind}-rank{rank}.safetensors"))

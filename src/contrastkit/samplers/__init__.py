@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -43,12 +43,17 @@ class RandomBatches(Generic[T]):
         full, rest = divmod(len(self.examples), self.batch_size)
         return full + (1 if rest > 1 else 0)
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[list[T]]:
-        """Yield batches of ``epoch`` from batch index ``start`` on."""
+    def index_batches(self, epoch: int, start: int = 0) -> Iterator[Sequence[int]]:
+        """The example indices of the batches of ``epoch`` from batch index ``start`` on."""
         n = len(self.examples)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         for b in range(start, self.batches_per_epoch):
-            yield [self.examples[i] for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[list[T]]:
+        """Yield batches of ``epoch`` from batch index ``start`` on."""
+        for idx in self.index_batches(epoch, start):
+            yield [self.examples[i] for i in idx]
 
 
 class StreamingBatches(Generic[T]):
@@ -146,13 +151,91 @@ class NoDuplicatesBatches(Generic[T]):
         """Number of batches in the first epoch (later epochs may differ by a batch)."""
         return len(self._plan(0))
 
+    def index_batches(self, epoch: int, start: int = 0) -> Iterator[Sequence[int]]:
+        """The example indices of the batches of ``epoch`` from batch index ``start`` on."""
+        yield from self._plan(epoch)[start:]
+
     def batches(self, epoch: int, start: int = 0) -> Iterator[list[T]]:
         """Yield duplicate-free batches of ``epoch`` from batch index ``start`` on."""
-        for idx in self._plan(epoch)[start:]:
+        for idx in self.index_batches(epoch, start):
             yield [self.examples[i] for i in idx]
+
+
+def split_sizes(n: int, world: int) -> list[int]:
+    """Rows of a global batch of ``n`` given to each of ``world`` ranks (as even as possible, in rank order)."""
+    return [n // world + (1 if r < n % world else 0) for r in range(world)]
+
+
+class ShardBatch(list):  # type: ignore[type-arg]
+    """One rank's rows of a global batch: rows ``[offset, offset + sizes[rank])`` of it.
+
+    ``sizes`` are the rows of every rank (``split_sizes``), so cross-device negatives know the global layout.
+    """
+
+    def __init__(self, rows: Iterable[Any], sizes: list[int], rank: int) -> None:
+        super().__init__(rows)
+        self.sizes = sizes
+        self.rank = rank
+
+    @property
+    def global_size(self) -> int:
+        """Rows of the global batch this shard belongs to."""
+        return sum(self.sizes)
+
+    @property
+    def offset(self) -> int:
+        """Index of this shard's first row in the global batch."""
+        return sum(self.sizes[:self.rank])
+
+
+class ShardedBatches(Generic[T]):
+    """This rank's share of every global batch of ``source`` (``train.batch_size`` stays the global batch).
+
+    Global batch ``b`` of an epoch is split in rank order with :func:`split_sizes`; rank ``r`` gets the
+    ``r``-th slice as a :class:`ShardBatch`, so the ranks' shards are disjoint and together are exactly the
+    one-process batch. Sources that plan batches as example indices (``index_batches``: random, no-duplicates,
+    grouped) are read only at this rank's rows (an example list that loads lazily is touched only there);
+    others (streaming) are read in full by every rank, each keeping its slice, since the buffer shuffle of a
+    stream needs the whole stream. The position is the global ``(epoch, batch)``, the same on every rank, so
+    a checkpoint resumes every rank exactly where it was.
+    """
+
+    def __init__(self, source: BatchSource[T], rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+        self.source = source
+        self.rank = rank
+        self.world = world
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Global batches in one epoch (every rank takes one step per global batch)."""
+        return self.source.batches_per_epoch
+
+    def _split(self, n: int) -> list[int]:
+        sizes = split_sizes(n, self.world)
+        if min(sizes) == 0:
+            raise ValueError(f"a batch of {n} examples cannot be split across {self.world} ranks; "
+                             f"use train.batch_size >= {self.world}")
+        return sizes
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[ShardBatch]:
+        """This rank's rows of each global batch of ``epoch`` from global batch index ``start`` on."""
+        plan = getattr(self.source, "index_batches", None)
+        examples = getattr(self.source, "examples", None)
+        if plan is not None and examples is not None:
+            for idx in plan(epoch, start):
+                sizes = self._split(len(idx))
+                lo = sum(sizes[:self.rank])
+                yield ShardBatch((examples[i] for i in idx[lo:lo + sizes[self.rank]]), sizes, self.rank)
+            return
+        for batch in self.source.batches(epoch, start):
+            sizes = self._split(len(batch))
+            lo = sum(sizes[:self.rank])
+            yield ShardBatch(batch[lo:lo + sizes[self.rank]], sizes, self.rank)
 
 
 from .grouped import GroupedBatches, community_groups, kmeans_groups  # noqa: E402
 
-__all__ = ["BatchSource", "GroupedBatches", "NoDuplicatesBatches", "RandomBatches", "StreamingBatches",
-           "community_groups", "kmeans_groups"]
+__all__ = ["BatchSource", "GroupedBatches", "NoDuplicatesBatches", "RandomBatches", "ShardBatch", "ShardedBatches",
+           "StreamingBatches", "community_groups", "kmeans_groups", "split_sizes"]

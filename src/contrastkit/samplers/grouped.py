@@ -82,9 +82,13 @@ class GroupedBatches(Generic[T]):
         """Number of batches in the first epoch (later epochs may differ by a batch)."""
         return len(self.plan(0))
 
+    def index_batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
+        """The example indices of the batches of ``epoch`` from batch index ``start`` on."""
+        yield from self.plan(epoch)[start:]
+
     def batches(self, epoch: int, start: int = 0) -> Iterator[list[T]]:
         """Yield the batches of ``epoch`` from batch index ``start`` on."""
-        for idx in self.plan(epoch)[start:]:
+        for idx in self.index_batches(epoch, start):
             yield [self.examples[i] for i in idx]
 
 

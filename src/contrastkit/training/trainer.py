@@ -10,6 +10,15 @@ of in-batch negatives (each micro-batch still contrasts only against itself); us
 with the cached or cross-device source for that. Under ``torchrun`` only rank 0 writes metrics,
 checkpoints, evaluations and the model; every rank's random state is checkpointed.
 
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the trainer joins the process group (gloo on CPU, nccl on
+CUDA), wraps the encoder in PyTorch ``DistributedDataParallel`` (:class:`~.distributed.DataParallel`:
+bucketed all-reduces overlapped with the backward pass, ``no_sync`` on all but the last micro-batch of
+an accumulation) and gives each rank only its own rows of every global batch
+(:class:`~contrastkit.samplers.ShardedBatches`; ``train.batch_size`` is the global batch). DDP averages
+gradients over ranks: with in-batch (or cached, momentum) negatives each rank contrasts its own rows and
+the step follows the mean of the ranks' losses; with cross-device negatives every rank computes the
+loss of the whole global batch and the step equals one process on the concatenated batch.
+
 Checkpoints are written every ``checkpoint_every`` steps and whenever ``checkpoint_minutes`` passed since
 the last one. A checkpoint is written only when it is sane (finite weights and gradients, the weights'
 norm within ``MAX_NORM_GROWTH`` times the run's starting norm), so the latest checkpoint is always a good
@@ -18,6 +27,7 @@ one to resume from; an insane one stops the run naming the last good checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -35,7 +45,7 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..encoders.encoder import Encoder, autocast
 from ..errors import TrainingError
-from ..samplers import BatchSource
+from ..samplers import BatchSource, ShardedBatches
 from . import distributed
 from .batch import Embedded, EmbedFn, as_embedded
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -78,8 +88,11 @@ class Trainer:
 
     def __init__(self, encoder: Encoder, loss_fn: LossFn, embed: EmbedFn, config: TrainConfig, *,
                  eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True,
-                 negatives: NegativeSource | None = None, save_max_length: int | None = None) -> None:
-        """``save_max_length``: the max_seq_length the saved model gets (default: the encoder's training one)."""
+                 negatives: NegativeSource | None = None, save_max_length: int | None = None,
+                 find_unused_parameters: bool = True) -> None:
+        """``save_max_length``: the max_seq_length the saved model gets (default: the encoder's training one).
+        ``find_unused_parameters``: DDP's option under torchrun (True: trainable parameters without a gradient,
+        such as BERT's pooler, are allowed; False is a little faster when every one gets a gradient)."""
         self.encoder = encoder
         self.loss_fn = loss_fn
         self.embed = embed
@@ -89,6 +102,8 @@ class Trainer:
         self.eval_every = eval_every
         self.select_best = select_best
         self.save_max_length = save_max_length
+        self.find_unused_parameters = find_unused_parameters
+        self.data_parallel: distributed.DataParallel | None = None
         self.output_dir = Path(config.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
 
@@ -121,9 +136,13 @@ class Trainer:
     def fit(self, source: BatchSource[Any], *, resume: bool = False) -> TrainResult:
         """Train; with ``resume`` continue exactly from the latest checkpoint of ``output_dir``."""
         cfg = self.cfg
+        if distributed.launched():
+            distributed.init_process_group(self.encoder.device)
         main = distributed.is_main()
         torch.manual_seed(cfg.seed + distributed.rank())
         self.negatives.setup(self.encoder)
+        if distributed.is_distributed() and not isinstance(source, ShardedBatches):
+            source = ShardedBatches(source, distributed.rank(), distributed.world_size())
         total = self.total_steps(source)
         opt = self._optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, int(cfg.warmup_ratio * total)))
@@ -155,6 +174,11 @@ class Trainer:
         if state.get("start_param_norm") is None:  # the reference for the sanity check of checkpoints
             state["start_param_norm"] = _param_norm(self.encoder)
 
+        embed = self._embed_float
+        if distributed.is_distributed():  # after loading: DDP broadcasts rank 0's weights once
+            self.data_parallel = distributed.DataParallel(self.encoder,
+                                                          find_unused_parameters=self.find_unused_parameters)
+            embed = self.data_parallel.wrap(self._embed_float)
         history: list[dict[str, Any]] = []
         start_time = time.perf_counter()
         last_ckpt_time = start_time
@@ -172,19 +196,23 @@ class Trainer:
                 seen_batch = False
                 for batch in source.batches(state["epoch"], state["batch"]):
                     seen_batch = True
-                    loss = self.negatives.loss_and_backward(self.encoder, batch, self._embed_float, self.loss_fn,
-                                                            1.0 / cfg.grad_accumulation)
-                    if not math.isfinite(loss):
+                    # DDP all-reduces during the backward of the last micro-batch of a step only
+                    with (self.data_parallel.sync(accum + 1 >= cfg.grad_accumulation)
+                          if self.data_parallel is not None else contextlib.nullcontext()):
+                        loss = self.negatives.loss_and_backward(self.encoder, batch, embed, self.loss_fn,
+                                                                1.0 / cfg.grad_accumulation)
+                    if _agree(not math.isfinite(loss), self.encoder.device):  # every rank stops together
                         raise TrainingError(
                             f"loss became {loss} at step {state['step'] + 1} (epoch {state['epoch']}, "
                             f"batch {state['batch']}); stopped without saving. {self._last_good()} Try a "
                             "lower train.lr, a higher loss.temperature or train.precision=fp32.")
                     accum += 1
                     state["batch"] += 1
-                    state["samples"] += len(batch)
+                    rows = getattr(batch, "global_size", len(batch))  # a rank's shard counts its global batch
+                    state["samples"] += rows
                     window_loss += loss
                     window_batches += 1
-                    window_samples += len(batch)
+                    window_samples += rows
                     if accum < cfg.grad_accumulation:
                         continue
                     accum = 0
@@ -246,6 +274,7 @@ class Trainer:
                 self._evaluate(state, mlog, history)
         if bar is not None:
             bar.close()
+        self.data_parallel = None
         model_dir = self._finalize(state) if main else self.output_dir / "model"
         return TrainResult(self.output_dir, model_dir, state["step"], state["best_score"], history,
                            time.perf_counter() - start_time)
