@@ -84,10 +84,13 @@ def test_recipes_are_valid(recipe: Path):
     import yaml
 
     from contrastkit.lm.mntp import load_mntp_config
+    from contrastkit.lm.simctg import load_simctg_config
 
-    # an MNTP recipe (a ``mntp`` section) is a ``contrastkit lm mntp`` config, the others ``contrastkit train``'s
-    is_mntp = "mntp" in (yaml.safe_load(recipe.read_text()) or {})
-    cfg = load_mntp_config(recipe) if is_mntp else load_config(recipe)
+    # a recipe with a ``mntp`` / ``simctg`` section is a ``contrastkit lm mntp`` / ``lm simctg`` config,
+    # the others ``contrastkit train``'s
+    tree = yaml.safe_load(recipe.read_text()) or {}
+    loader = load_mntp_config if "mntp" in tree else load_simctg_config if "simctg" in tree else load_config
+    cfg = loader(recipe)
     assert cfg.train.output_dir
 
 

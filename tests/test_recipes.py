@@ -16,7 +16,9 @@ from contrastkit.run import train
 ALL_RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 # recipes of ``contrastkit lm mntp`` (an MNTP config: a ``mntp`` section, no loss) are checked below
 MNTP_RECIPES = [p for p in ALL_RECIPES if "mntp" in (yaml.safe_load(p.read_text()) or {})]
-RECIPES = [p for p in ALL_RECIPES if p not in MNTP_RECIPES]
+# recipes of ``contrastkit lm simctg`` (a ``simctg`` section) are checked in tests/test_simctg.py
+SIMCTG_RECIPES = [p for p in ALL_RECIPES if "simctg" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in ALL_RECIPES if p not in MNTP_RECIPES and p not in SIMCTG_RECIPES]
 
 
 def _data(tmp: Path, kind: str, columns: list[str] | None, tag: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,13 +86,14 @@ def test_simctg_two_steps_on_a_tiny_llama(tmp_path, capsys):
     changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters())
                if not torch.equal(a, b)]
     assert changed
-    # the command, with a --set override (lm mntp and lm simctg share the 'lm' group)
-    cfg_file = tmp_path / "simctg.yaml"
-    cfg_file.write_text(f"data:\n  source: {data}\nmodel:\n  name: {path}\n  max_length: 16\n"
-                        f"train:\n  output_dir: {tmp_path / 'run2'}\n  batch_size: 4\n  max_steps: 1\n  device: cpu\n")
-    assert main(["lm", "simctg", str(cfg_file), "--set", "simctg.weight=0"]) == 0
+    # the command on the shipped recipe, made small with --set (lm mntp and lm simctg share the 'lm' group)
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "simctg-smollm2.yaml")
+    small = [f"data.source={data}", f"model.name={path}", "model.max_length=16", f"train.output_dir={tmp_path / 'run2'}",
+             "train.batch_size=4", "train.max_steps=1", "train.warmup_steps=0", "train.device=cpu"]
+    args = ["lm", "simctg", recipe, *(a for s in small for a in ("--set", s))]
+    assert main([*args, "--set", "simctg.weight=0"]) == 0
     assert json.loads(capsys.readouterr().out)["last"]["loss"] > 0
-    assert main(["lm", "simctg", str(cfg_file)]) == 2  # run2/model exists: refused
+    assert main(args) == 2  # run2/model exists: refused
     with pytest.raises(ConfigError, match="kind"):
         build_simctg_config({"data": {"source": "x", "kind": "pair"}, "model": {"name": "m"}})
 
