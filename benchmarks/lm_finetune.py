@@ -9,6 +9,7 @@ each scored on the 7 SimCSE STS tasks (bf16, the protocol of ``benchmarks/lm_rea
     python benchmarks/lm_finetune.py                                   # the recipe, 60 min, seeds 42 43 44
     python benchmarks/lm_finetune.py --seeds 42 --minutes 10 --tag quick
     python benchmarks/lm_finetune.py --methods full lora freeze bias --minutes 15 --tag compute   # compute-matched
+    python benchmarks/lm_finetune.py --describe      # trainable parameters per method, untrained STS-B dev
 
 Methods (each a set of ``--set`` overrides of the recipe): ``full`` (as the recipe says), ``lora`` (rank 16
 on every linear layer, lr x10), ``freeze`` (embeddings + the bottom ``--freeze-layers`` blocks frozen),
@@ -125,6 +126,29 @@ def sts7(run_dir: Path, threads: int, *, final: bool = False) -> dict[str, objec
             "stsb_dev": round(dev.avg, 2), "eval_s": round(time.perf_counter() - t0, 1)}
 
 
+def describe(recipe: Path, lr: float, freeze_layers: int, threads: int) -> dict[str, object]:
+    """Trainable parameters of each method, and the untrained model's STS-B dev score (bf16), for the tables."""
+    import torch
+
+    from contrastkit.config import load_config
+    from contrastkit.evaluation.senteval import load_sts_task
+    from contrastkit.evaluation.sts import evaluate_sts
+    from contrastkit.run import build_encoder
+
+    torch.set_num_threads(threads)
+    out: dict[str, object] = {}
+    for method in ("full", "lora", "freeze", "bias"):
+        enc = build_encoder(load_config(recipe, method_overrides(method, lr, freeze_layers)).model)
+        out[method] = {"trainable": sum(p.numel() for p in enc.parameters() if p.requires_grad),
+                       "total": sum(p.numel() for p in enc.parameters())}
+        if method == "full":
+            enc.eval()
+            dev = evaluate_sts(lambda t, e=enc: e.encode(t, batch_size=64, precision="bf16"),
+                               [load_sts_task("STSBenchmark-dev")])
+            out["untrained_stsb_dev"] = round(dev.avg, 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -137,11 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra recipe overrides (KEY=VALUE)")
     ap.add_argument("--skip-sts7", action="store_true", help="dev curve only (no 7-task evaluation)")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--describe", action="store_true",
+                    help="only print each method's trainable parameters and the untrained STS-B dev score")
     args = ap.parse_args(argv)
 
     from contrastkit.config import load_config
 
     cfg = load_config(args.recipe)
+    if args.describe:
+        print(json.dumps(describe(args.recipe, cfg.train.lr, args.freeze_layers, args.threads), indent=2))
+        return 0
     dest = RESULTS / f"lm_finetune{'-' + args.tag if args.tag else ''}.json"
     out: dict[str, object] = json.loads(dest.read_text()) if dest.exists() else {}
     out.update({"command": " ".join(["lm_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
