@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["sts7"] = sts7(run_dir, args.threads)
                 row["sts7_final"] = sts7(run_dir, args.threads, final=True)
             runs[key] = row
+            # Another invocation (other seeds, run side by side) may have written rows since this one started.
+            saved = json.loads(dest.read_text()) if dest.exists() else {}
+            runs.update({k: v for k, v in saved.get("runs", {}).items() if k not in runs})
             dest.write_text(json.dumps(out, indent=2))
             print(f"{key}: {row.get('steps')} steps, best dev {row.get('best_dev')}, "
                   f"7-task {row.get('sts7', {}).get('avg')} (final weights {row.get('sts7_final', {}).get('avg')})",

@@ -283,6 +283,43 @@ def test_readouts_train_with_gradients(tiny_llama: Path):
         np.testing.assert_allclose(emb.detach().numpy(), encode(enc, TEXTS), atol=1e-5)
 
 
+def _forward_widths(enc: Encoder) -> list[tuple[int, int]]:
+    """(rows, tokens) of every backbone forward pass ``enc`` makes from now on."""
+    seen: list[tuple[int, int]] = []
+    enc.backbone.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["metaeol", "prompt_icl", "knowledge"])
+def test_shared_prompt_prefixes_run_once_per_batch_and_change_nothing(tiny_llama: Path, name: str):
+    enc = Encoder.from_pretrained(str(tiny_llama), pooling=name)
+    seen = _forward_widths(enc)
+    got = encode(enc, TEXTS)  # 2 batches of 4 and 2 texts
+    k = len(enc.readout.prompts("x"))
+    full = max(len(r) for t in TEXTS for r in enc.readout.featurize(enc.tokenizer, t, None)["rows"])
+    prefix_passes = [s for s in seen if s[0] == 1]
+    assert len(prefix_passes) == 2 * k  # one per template per batch
+    suffix_passes = [s for s in seen if s[0] > 1]
+    assert suffix_passes and max(w for _, w in suffix_passes) < full / 2  # the rows carry only what follows
+    enc.train()  # with gradients every prompt runs whole
+    with torch.enable_grad():
+        whole = enc.embed_texts(TEXTS, buckets=1).detach().numpy()
+    np.testing.assert_allclose(got, whole, atol=1e-5)
+
+
+def test_bidirectional_backbones_never_share_a_prefix(tiny_llama: Path):
+    from contrastkit.lm.bidirectional import attends_causally, make_bidirectional
+
+    enc = Encoder.from_pretrained(str(tiny_llama), pooling="knowledge")
+    assert attends_causally(enc.backbone)
+    make_bidirectional(enc.backbone)
+    assert not attends_causally(enc.backbone)
+    seen = _forward_widths(enc)
+    encode(enc, TEXTS[:2])
+    assert all(rows == 2 for rows, _ in seen)  # one pass over whole prompts
+
+
 def test_readout_parameters_are_validated(tiny_llama: Path):
     from contrastkit.config import build_config
 

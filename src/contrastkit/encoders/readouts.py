@@ -22,6 +22,8 @@ last layer after the final norm, ``-2`` = the output of the second-to-last block
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -65,6 +67,8 @@ METAEOL = (
 CONTRASTIVE_AUX = 'The irrelevant information of this sentence : "{text}" means in one word:"'
 TOKEN_PREPENDING = 'This sentence : <PST> "{text}" means in one word:"'
 ECHO = "Rewrite the sentence: {text}, rewritten sentence: {text}"
+# Prompt rows sharing fewer leading tokens than this run whole (a separate prefix pass would not pay).
+MIN_SHARED_PREFIX = 4
 # The paper's OPT-350M demonstration; the sentence is from STS-B *train* (checked absent from every STS test set).
 DEMONSTRATIONS = (("A man is playing on a guitar and singing.", "Music"),)
 
@@ -207,9 +211,11 @@ class Readout:
         return max(len(r) for r in item["rows"])
 
     # -- tokens -> vector --------------------------------------------------------------------------
-    def _read(self, backbone: nn.Module, feats: dict[str, Tensor], index: Tensor | None = None) -> list[Tensor]:
+    def _read(self, backbone: nn.Module, feats: dict[str, Tensor], index: Tensor | None = None,
+              **forward_kwargs: Any) -> list[Tensor]:
         """``hidden_states[layer]`` for each read layer (as ``output_hidden_states`` numbers them), kept only at
-        position ``index`` of each row when given: hooks on the blocks instead of every layer's full states."""
+        position ``index`` of each row when given: hooks on the blocks instead of every layer's full states.
+        ``forward_kwargs`` go to the backbone's forward (a key/value cache and the positions after it)."""
         n = _num_layers(backbone)
         wanted = {layer % (n + 1) for layer in self.read_layers()}
         mask = feats["attention_mask"]
@@ -228,7 +234,7 @@ class Readout:
         handles = [(backbone.get_input_embeddings() if i == 0 else blocks[i - 1]).register_forward_hook(keep(i))
                    for i in sorted(wanted) if i < n]
         try:
-            out = backbone(input_ids=feats["input_ids"], attention_mask=mask, return_dict=True)
+            out = backbone(input_ids=feats["input_ids"], attention_mask=mask, return_dict=True, **forward_kwargs)
         finally:
             for h in handles:
                 h.remove()
@@ -240,9 +246,49 @@ class Readout:
         """The last real token's state, averaged over the read layers."""
         return torch.stack(self._read(backbone, feats, last_token_index(feats["attention_mask"]))).mean(0)
 
+    def _last_tokens_shared_prefix(self, backbone: nn.Module, feats: dict[str, Tensor]) -> Tensor | None:
+        """``_last_tokens`` with the token prefix that one template's rows share (instruction, demonstrations,
+        the text before ``{text}``) run once per batch, its keys and values reused by every row; None when the
+        prefix is too short to be worth it. The suffix continues the prefix's positions, so under rotary
+        position embeddings the rows see the same relative positions as left-padded full prompts: the same
+        vectors up to rounding, for a fraction of the compute (MetaEOL's instructions are ~3/4 of each prompt)."""
+        from ..lm.bidirectional import attends_causally
+
+        if not attends_causally(backbone):  # a prefix's states depend on the suffix: no sharing
+            return None
+        ids, mask = feats["input_ids"], feats["attention_mask"]
+        rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+        k = len(self.prompts("x"))  # rows are text-major: row i is prompt i % k of its text
+        groups = [list(range(g, len(rows), k)) for g in range(k)]
+        prefixes = []
+        for group in groups:
+            shared = os.path.commonprefix([rows[i] for i in group])[:min(len(rows[i]) for i in group) - 1]
+            if len(shared) < MIN_SHARED_PREFIX:
+                return None
+            prefixes.append(shared)
+        # transformers 5.2x renamed past_key_values to cache (the old name warns); older releases know only it
+        key = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+        out: list[Tensor | None] = [None] * len(rows)
+        for group, prefix in zip(groups, prefixes):
+            cache = getattr(backbone(input_ids=torch.tensor([prefix], device=ids.device), use_cache=True,
+                                     return_dict=True), key)
+            cache.batch_repeat_interleave(len(group))
+            suffix, suffix_mask = _pad([rows[i][len(prefix):] for i in group], 0, "right", ids.device)
+            full_mask = torch.cat([suffix_mask.new_ones(len(group), len(prefix)), suffix_mask], dim=1)
+            positions = torch.arange(len(prefix), len(prefix) + suffix.shape[1], device=ids.device)
+            states = self._read(backbone, {"input_ids": suffix, "attention_mask": full_mask},
+                                suffix_mask.sum(1) - 1, **{key: cache}, use_cache=True,
+                                position_ids=positions.expand(len(group), -1))
+            for i, vec in zip(group, torch.stack(states).mean(0)):
+                out[i] = vec
+        return torch.stack(out)  # type: ignore[arg-type]
+
     def forward(self, backbone: nn.Module, feats: dict[str, Tensor]) -> Tensor:
-        """One vector per text: the last token's state, averaged over the read layers and the text's prompts."""
-        vec = self._last_tokens(backbone, feats)
+        """One vector per text: the last token's state, averaged over the read layers and the text's prompts
+        (at inference, shared prompt prefixes are computed once per batch)."""
+        vec = self._last_tokens_shared_prefix(backbone, feats) if not torch.is_grad_enabled() else None
+        if vec is None:
+            vec = self._last_tokens(backbone, feats)
         k = len(self.prompts("x"))
         return vec.view(-1, k, vec.shape[-1]).mean(1)
 

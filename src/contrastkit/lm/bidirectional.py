@@ -46,6 +46,12 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
 
 
+def attends_causally(model: nn.Module) -> bool:
+    """Whether every self-attention module of ``model`` is causal (a decoder LM not switched to bidirectional)."""
+    mods = _attention_modules(model)
+    return bool(mods) and not is_bidirectional(model) and all(m.is_causal for m in mods)
+
+
 @torch.no_grad()
 def _first_token_sees_the_second(model: nn.Module) -> bool:
     """Probe: does the first token's last hidden state depend on the second token?"""
@@ -105,4 +111,4 @@ def causal_config(model: nn.Module) -> Iterator[None]:
             config.is_causal = value
 
 
-__all__ = ["causal_config", "is_bidirectional", "make_bidirectional"]
+__all__ = ["attends_causally", "causal_config", "is_bidirectional", "make_bidirectional"]
