@@ -67,6 +67,9 @@ METAEOL = (
 CONTRASTIVE_AUX = 'The irrelevant information of this sentence : "{text}" means in one word:"'
 TOKEN_PREPENDING = 'This sentence : <PST> "{text}" means in one word:"'
 ECHO = "Rewrite the sentence: {text}, rewritten sentence: {text}"
+# At inference, a template's token prefix shared by a batch's rows runs once (Readout._last_tokens_shared_prefix);
+# False runs every prompt whole, as the reference implementations do (benchmarks/readout_prefix_sharing.py).
+SHARE_PREFIXES = True
 # Prompt rows sharing fewer leading tokens than this run whole (a separate prefix pass would not pay).
 MIN_SHARED_PREFIX = 4
 # The paper's OPT-350M demonstration; the sentence is from STS-B *train* (checked absent from every STS test set).
@@ -286,7 +289,8 @@ class Readout:
     def forward(self, backbone: nn.Module, feats: dict[str, Tensor]) -> Tensor:
         """One vector per text: the last token's state, averaged over the read layers and the text's prompts
         (at inference, shared prompt prefixes are computed once per batch)."""
-        vec = self._last_tokens_shared_prefix(backbone, feats) if not torch.is_grad_enabled() else None
+        shared = SHARE_PREFIXES and not torch.is_grad_enabled()
+        vec = self._last_tokens_shared_prefix(backbone, feats) if shared else None
         if vec is None:
             vec = self._last_tokens(backbone, feats)
         k = len(self.prompts("x"))
