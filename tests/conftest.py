@@ -130,3 +130,53 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+class Killed(RuntimeError):
+    """Raised by :func:`count_calls` to stand for a run killed mid-way."""
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, kill_after: int | None = None) -> list[int]:
+    """Wrap ``module.name`` (a loss) to count its calls in the returned one-item list; with ``kill_after``, the
+    next call raises :class:`Killed` (a run killed in the middle of a step)."""
+    calls = [0]
+    original = getattr(module, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kill_after is not None and calls[0] >= kill_after:
+            raise Killed(f"killed at call {calls[0] + 1} of {name}")
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def check_kill_and_resume(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], module: Any,
+                          loss: str, run: Any, tmp_path: Path, start: dict[str, Any]) -> None:
+    """``run(run_dir, resume)`` trains 6 steps (checkpoint_every 2, log_every 1) and returns the final weights.
+
+    An uninterrupted run is the reference; a second run is killed in step 5 (at the 5th call of ``module.loss``)
+    and resumed by a fresh ``run(..., resume=True)``: it must continue from step 4 (2 loss calls, not 6) and end
+    with bit-identical weights (tolerance 0), which differ from the starting weights ``start``.
+    """
+    import json
+
+    import torch
+
+    want = run(tmp_path / "ref", False)
+    count_calls(monkeypatch, module, loss, kill_after=4)
+    with pytest.raises(Killed):
+        run(tmp_path / "run", False)
+    monkeypatch.undo()
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+    capsys.readouterr()
+    calls = count_calls(monkeypatch, module, loss)
+    got = run(tmp_path / "run", True)
+    assert "continuing from step-00000004" in capsys.readouterr().out
+    assert calls == [2]  # steps 5 and 6 only: continued, not started over
+    logged = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
+    assert want.keys() == got.keys() and any(not torch.equal(want[k], start[k]) for k in want)
+    for k in want:
+        assert torch.equal(want[k], got[k]), k

@@ -23,7 +23,7 @@ from contrastkit.rerank.training import distill_cross_encoder
 from contrastkit.search import Store
 from contrastkit.serve import create_app, encoder_fn
 
-from conftest import build_tiny_llama, make_sentences, serving
+from conftest import build_tiny_llama, check_kill_and_resume, make_sentences, serving
 
 KEY = "sekret"
 
@@ -161,6 +161,37 @@ def test_distillation_moves_the_student_towards_the_teacher(tiny_bert: Path, tra
                                     log_every=8)
     assert len(history) == 3 and all(math.isfinite(h["loss"]) for h in history)
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+RESUME_KW = {"steps": 6, "batch_size": 4, "lr": 3e-3, "log_every": 1, "checkpoint_every": 2, "progress": False}
+
+
+def test_cross_encoder_training_resumes_after_a_kill(tiny_bert: Path, mined: list[Example], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from contrastkit.rerank import training
+
+    def run(run_dir: Path, resume: bool) -> dict[str, torch.Tensor]:
+        ce = CrossEncoderReranker.from_pretrained(str(tiny_bert), seed=0)
+        train_cross_encoder(ce, mined[:12], run_dir=run_dir, resume=resume, **RESUME_KW)
+        return ce.state_dict()
+
+    start = CrossEncoderReranker.from_pretrained(str(tiny_bert), seed=0).state_dict()
+    check_kill_and_resume(monkeypatch, capsys, training, "listwise_softmax_loss", run, tmp_path, start)
+
+
+def test_distillation_resumes_after_a_kill(tiny_bert: Path, trained: dict[str, Any], mined: list[Example],
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from contrastkit.rerank import training
+
+    def run(run_dir: Path, resume: bool) -> dict[str, torch.Tensor]:
+        student = Encoder.from_pretrained(str(tiny_bert))
+        distill_cross_encoder(student, trained["model"], mined[:12], run_dir=run_dir, resume=resume, **RESUME_KW)
+        return student.state_dict()
+
+    start = Encoder.from_pretrained(str(tiny_bert)).state_dict()
+    check_kill_and_resume(monkeypatch, capsys, training, "listwise_distill", run, tmp_path, start)
 
 
 def test_cli_score_train_and_distill(tiny_bert: Path, trained: dict[str, Any], tmp_path: Path,

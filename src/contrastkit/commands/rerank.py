@@ -69,7 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     examples = _mine(args, pairs, args.teacher or args.base)
     reranker = CrossEncoderReranker.from_pretrained(args.base, max_length=args.max_length, seed=args.seed)
     history = train_cross_encoder(reranker, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                  temperature=args.temperature, seed=args.seed)
+                                  temperature=args.temperature, seed=args.seed, **_run_keys(args))
     path = reranker.save(args.output)
     print(json.dumps({"output": str(path), "examples": len(examples), "history": history[-3:]}, indent=2))
     return 0
@@ -84,10 +84,16 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     teacher = CrossEncoderReranker.from_pretrained(args.teacher)
     student = Encoder.from_pretrained(args.student)
     history = distill_cross_encoder(student, teacher, examples, steps=args.steps, batch_size=args.batch_size,
-                                    lr=args.lr, temperature=args.temperature, seed=args.seed)
+                                    lr=args.lr, temperature=args.temperature, seed=args.seed, **_run_keys(args))
     path = student.save(args.output)
     print(json.dumps({"output": str(path), "examples": len(examples), "history": history[-3:]}, indent=2))
     return 0
+
+
+def _run_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """The Trainer's run directory, resume and time keys from the command line."""
+    return {"run_dir": args.run_dir or f"{args.output}.run", "resume": args.resume, "max_minutes": args.max_minutes,
+            "checkpoint_minutes": args.checkpoint_minutes, "precision": args.precision}
 
 
 def _training_args(p: argparse.ArgumentParser, *, temperature: float) -> None:
@@ -104,6 +110,13 @@ def _training_args(p: argparse.ArgumentParser, *, temperature: float) -> None:
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (linear warmup and decay)")
     p.add_argument("--temperature", type=float, default=temperature, help="softmax temperature of the loss")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--run-dir", help="checkpoints and metrics.jsonl of the run (default: OUTPUT.run)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop cleanly after this much training time (--resume continues)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                   help="also checkpoint when this much time passed since the last checkpoint")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32", help="training precision")
 
 
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:

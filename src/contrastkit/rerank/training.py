@@ -13,11 +13,8 @@ distillation of a cross-encoder into a bi-encoder.
 
 from __future__ import annotations
 
-import logging
-import math
-import random
-import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,13 +24,14 @@ from torch import Tensor
 
 from ..data.examples import Example
 from ..data.mining import MiningStats, mine_negatives
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
 from ..losses.distill import listwise_distill
+from ..samplers import RandomBatches
+from ..training.batch import Embedded
+from ..training.trainer import Trainer, fit_in
 from .cross_encoder import CrossEncoderReranker
 
 __all__ = ["distill_cross_encoder", "listwise_softmax_loss", "mine_rerank_examples", "train_cross_encoder"]
-
-_log = logging.getLogger(__name__)
 
 
 def listwise_softmax_loss(scores: Tensor, *, temperature: float = 1.0) -> Tensor:
@@ -77,109 +75,70 @@ def _check_examples(examples: Sequence[Example]) -> int:
     return sizes.pop() - 1
 
 
-def _schedule(optim: torch.optim.Optimizer, steps: int, warmup: float) -> Any:
-    from transformers import get_linear_schedule_with_warmup
-
-    return get_linear_schedule_with_warmup(optim, int(warmup * steps), steps)
+def _keys(steps: int, batch_size: int, lr: float, warmup: float, seed: int, log_every: int,
+          **train: Any) -> dict[str, Any]:
+    """TrainConfig keys of the training functions' keywords (fp32 unless ``train`` sets ``precision``)."""
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    return {"max_steps": steps, "batch_size": batch_size, "lr": lr, "warmup_ratio": warmup, "seed": seed,
+            "log_every": log_every, "precision": "fp32", **train}
 
 
 def train_cross_encoder(reranker: CrossEncoderReranker, examples: Sequence[Example], *, steps: int,
                         batch_size: int = 8, lr: float = 2e-5, temperature: float = 1.0, warmup: float = 0.1,
-                        weight_decay: float = 0.01, seed: int = 0, log_every: int = 25) -> list[dict[str, float]]:
+                        weight_decay: float = 0.01, seed: int = 0, log_every: int = 25,
+                        run_dir: str | Path | None = None, resume: bool = False,
+                        **train: Any) -> list[dict[str, Any]]:
     """Fine-tune ``reranker`` with :func:`listwise_softmax_loss` on (query, positive, negatives...) examples.
 
-    Each step scores ``batch_size`` queries x (1 + k) candidates in one forward pass. Returns the loss
-    history ([{step, loss, examples_per_s}] every ``log_every`` steps and at the end).
+    Each step scores ``batch_size`` queries x (1 + k) candidates in one forward pass, on the
+    :class:`~contrastkit.training.trainer.Trainer`: ``run_dir`` holds its checkpoints and ``metrics.jsonl``
+    (default: a temporary directory), ``resume`` continues its latest checkpoint, ``train`` sets other
+    ``train`` config keys (``max_minutes``, ``checkpoint_minutes``, ``precision``, ``grad_accumulation``...).
+    Returns the logged rows ({step, loss, lr, ...} every ``log_every`` steps and at the end).
     """
     k1 = _check_examples(examples)
-    if steps < 1 or batch_size < 1:
-        raise ConfigError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    optim = torch.optim.AdamW(reranker.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = _schedule(optim, steps, warmup)
-    reranker.train()
-    order: list[int] = []
-    history: list[dict[str, float]] = []
-    t0, running = time.perf_counter(), 0.0
-    for step in range(1, steps + 1):
-        if len(order) < batch_size:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch = [examples[i] for i in order[:batch_size]]
-        del order[:batch_size]
+
+    def step_loss(model: CrossEncoderReranker, batch: Sequence[Example]) -> Tensor:
         queries = [ex.texts[0] for ex in batch for _ in range(k1)]
         docs = [d for ex in batch for d in ex.texts[1:]]
-        scores = reranker.score_pairs(queries, docs).view(len(batch), k1)
-        loss = listwise_softmax_loss(scores, temperature=temperature)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"cross-encoder training: non-finite loss at step {step}")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(reranker.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        running += float(loss.detach())
-        if step % log_every == 0 or step == steps:
-            n = log_every if step % log_every == 0 else step % log_every
-            rate = step * batch_size / max(time.perf_counter() - t0, 1e-9)
-            history.append({"step": step, "loss": running / n, "examples_per_s": rate})
-            _log.info("cross-encoder step %d/%d loss %.4f (%.1f queries/s)", step, steps, running / n, rate)
-            running = 0.0
+        return listwise_softmax_loss(model.score_pairs(queries, docs).view(len(batch), k1), temperature=temperature)
+
+    result = fit_in(lambda cfg: Trainer.for_step_loss(reranker, step_loss, cfg, save=reranker.save),
+                    RandomBatches(list(examples), batch_size, seed=seed), run_dir, resume=resume,
+                    **_keys(steps, batch_size, lr, warmup, seed, log_every, weight_decay=weight_decay, **train))
     reranker.eval()
-    return history
+    return result.history
 
 
 def distill_cross_encoder(student: Any, teacher: CrossEncoderReranker, examples: Sequence[Example], *,
                           steps: int, batch_size: int = 16, lr: float = 2e-5, temperature: float = 0.05,
                           teacher_temperature: float = 1.0, warmup: float = 0.1, seed: int = 0,
-                          log_every: int = 25, teacher_batch_size: int = 64) -> list[dict[str, float]]:
+                          log_every: int = 25, teacher_batch_size: int = 64, run_dir: str | Path | None = None,
+                          resume: bool = False, **train: Any) -> list[dict[str, Any]]:
     """Train a bi-encoder ``student`` (contrastkit Encoder) to reproduce a cross-encoder's listwise scores (DSE).
 
     The teacher's logits of every (query, candidate) pair are computed once; each step applies
     :func:`~contrastkit.losses.distill.listwise_distill` (KL from the teacher's softmax over the query's
-    candidates to the student's softmax of cosine / ``temperature``). Returns the loss history.
+    candidates to the student's softmax of cosine / ``temperature``). ``run_dir``, ``resume`` and ``train`` as in
+    :func:`train_cross_encoder`. Returns the logged rows.
     """
     k1 = _check_examples(examples)
-    if steps < 1 or batch_size < 1:
-        raise ConfigError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    keys = _keys(steps, batch_size, lr, warmup, seed, log_every, **train)
     pairs = [(ex.texts[0], d) for ex in examples for d in ex.texts[1:]]
     teacher_scores = torch.from_numpy(teacher.predict(pairs, batch_size=teacher_batch_size, activation=False))
-    teacher_scores = teacher_scores.view(len(examples), k1)
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    optim = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr)
-    sched = _schedule(optim, steps, warmup)
-    student.train()
-    order: list[int] = []
-    history: list[dict[str, float]] = []
-    running = 0.0
-    for step in range(1, steps + 1):
-        if len(order) < batch_size:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx = order[:batch_size]
-        del order[:batch_size]
-        batch = [examples[i] for i in idx]
-        emb = student.embed_texts([t for ex in batch for t in ex.texts])
-        emb = emb.view(len(batch), 1 + k1, -1)
-        loss = listwise_distill(emb[:, 0], emb[:, 1], emb[:, 2:] if k1 > 1 else None,
-                                teacher_scores=teacher_scores[idx].to(emb.device), temperature=temperature,
+    rows = list(zip(examples, teacher_scores.view(len(examples), k1)))
+
+    def embed(encoder: Any, batch: Sequence[tuple[Example, Tensor]]) -> Embedded:
+        emb = encoder.embed_texts([t for ex, _ in batch for t in ex.texts]).view(len(batch), 1 + k1, -1)
+        scores = torch.stack([s for _, s in batch]).to(emb.device)
+        return Embedded(emb[:, 0], emb[:, 1], emb[:, 2:] if k1 > 1 else None, {"teacher_scores": scores})
+
+    def loss_fn(anchor: Tensor, positive: Tensor, negatives: Tensor | None, *, teacher_scores: Tensor) -> Tensor:
+        return listwise_distill(anchor, positive, negatives, teacher_scores=teacher_scores, temperature=temperature,
                                 teacher_temperature=teacher_temperature)
-        if not math.isfinite(float(loss.detach())):
-            raise TrainingError(f"distillation: non-finite loss at step {step}")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        running += float(loss.detach())
-        if step % log_every == 0 or step == steps:
-            n = log_every if step % log_every == 0 else step % log_every
-            history.append({"step": step, "loss": running / n})
-            _log.info("distill step %d/%d loss %.4f", step, steps, running / n)
-            running = 0.0
+
+    result = fit_in(lambda cfg: Trainer(student, loss_fn, embed, cfg), RandomBatches(rows, batch_size, seed=seed),
+                    run_dir, resume=resume, **keys)
     student.eval()
-    return history
+    return result.history

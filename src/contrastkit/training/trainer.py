@@ -23,6 +23,11 @@ Checkpoints are written every ``checkpoint_every`` steps and whenever ``checkpoi
 the last one. A checkpoint is written only when it is sane (finite weights and gradients, the weights'
 norm within ``MAX_NORM_GROWTH`` times the run's starting norm), so the latest checkpoint is always a good
 one to resume from; an insane one stops the run naming the last good checkpoint.
+
+The model need not be a sentence :class:`~contrastkit.encoders.Encoder`: any ``nn.Module`` with a ``device``
+(a cross-encoder, a causal LM) trains through :meth:`Trainer.for_step_loss`, whose ``step_loss(model, batch)``
+computes a micro-batch's whole loss (optionally with named parts, which are logged), and a ``save`` function
+that writes the final model.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,21 +46,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
-from ..config import TrainConfig
+from ..config import TrainConfig, _format_validation_error
 from ..encoders.encoder import Encoder, autocast
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..samplers import BatchSource, ShardedBatches
 from . import distributed
 from .batch import Embedded, EmbedFn, as_embedded
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .negatives import InBatchNegatives, NegativeSource
+from .step_loss import StepLoss, WholeLoss
 
 log = logging.getLogger("contrastkit.training")
 
 LossFn = Callable[..., Tensor]
 EvalFn = Callable[[Encoder], dict[str, float]]
+SaveFn = Callable[[Path], Any]
 
 MAX_NORM_GROWTH = 100.0
 """A checkpoint whose trainable weights' L2 norm exceeds this multiple of the run's starting norm is refused."""
@@ -86,14 +95,16 @@ class TrainResult:
 class Trainer:
     """Runs an optimisation loop over a resumable batch source."""
 
-    def __init__(self, encoder: Encoder, loss_fn: LossFn, embed: EmbedFn, config: TrainConfig, *,
-                 eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True,
+    def __init__(self, encoder: Encoder, loss_fn: LossFn | None, embed: EmbedFn | StepLoss, config: TrainConfig,
+                 *, eval_fn: EvalFn | None = None, eval_every: int | None = None, select_best: bool = True,
                  negatives: NegativeSource | None = None, save_max_length: int | None = None,
-                 find_unused_parameters: bool = True) -> None:
+                 find_unused_parameters: bool = True, save: SaveFn | None = None) -> None:
         """``save_max_length``: the max_seq_length the saved model gets (default: the encoder's training one).
         ``find_unused_parameters``: DDP's option under torchrun (True: trainable parameters without a gradient,
-        such as BERT's pooler, are allowed; False is a little faster when every one gets a gradient)."""
+        such as BERT's pooler, are allowed; False is a little faster when every one gets a gradient).
+        ``save(path)`` writes the model to a directory (default: ``encoder.save``)."""
         self.encoder = encoder
+        self.save = save if save is not None else encoder.save
         self.loss_fn = loss_fn
         self.embed = embed
         self.negatives: NegativeSource = negatives if negatives is not None else InBatchNegatives()
@@ -107,11 +118,20 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
 
-    def _embed_float(self, encoder: Any, batch: Sequence[Any]) -> Embedded:
-        """The user's embed function under the configured autocast, outputs as float32."""
+    @classmethod
+    def for_step_loss(cls, model: Any, step_loss: StepLoss, config: TrainConfig, *, save: SaveFn,
+                      **kwargs: Any) -> Trainer:
+        """A trainer for a model that is not a sentence encoder: ``step_loss(model, batch)`` is the micro-batch's
+        loss, or named losses with the total under ``'loss'`` (each is logged); ``save(path)`` writes the model."""
+        return cls(model, None, step_loss, config, negatives=WholeLoss(), save=save, **kwargs)
+
+    def _embed_float(self, encoder: Any, batch: Sequence[Any]) -> Embedded | dict[str, Tensor]:
+        """The user's embed function (or step loss) under the configured autocast, outputs as float32."""
         with autocast(self.cfg.precision, self.encoder.device):
-            out = as_embedded(self.embed(encoder, batch))
-        return out.float()
+            out = self.embed(encoder, batch)
+        if isinstance(out, (Tensor, dict)):  # a step loss: the total, or named losses
+            return {k: v.float() for k, v in ({"loss": out} if isinstance(out, Tensor) else out).items()}
+        return as_embedded(out).float()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -189,7 +209,8 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
-        window_loss, window_batches, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+        window_losses: dict[str, float] = {}
+        window_batches, window_samples, window_start = 0, 0, time.perf_counter()
         accum = 0
         with open(metrics_path if main else os.devnull, "a", encoding="utf-8") as mlog:
             while state["step"] < total:
@@ -199,8 +220,10 @@ class Trainer:
                     # DDP all-reduces during the backward of the last micro-batch of a step only
                     with (self.data_parallel.sync(accum + 1 >= cfg.grad_accumulation)
                           if self.data_parallel is not None else contextlib.nullcontext()):
-                        loss = self.negatives.loss_and_backward(self.encoder, batch, embed, self.loss_fn,
-                                                                1.0 / cfg.grad_accumulation)
+                        losses = self.negatives.loss_and_backward(self.encoder, batch, embed, self.loss_fn,
+                                                                  1.0 / cfg.grad_accumulation)
+                    losses = losses if isinstance(losses, dict) else {"loss": losses}
+                    loss = losses["loss"]
                     if _agree(not math.isfinite(loss), self.encoder.device):  # every rank stops together
                         raise TrainingError(
                             f"loss became {loss} at step {state['step'] + 1} (epoch {state['epoch']}, "
@@ -210,7 +233,8 @@ class Trainer:
                     state["batch"] += 1
                     rows = getattr(batch, "global_size", len(batch))  # a rank's shard counts its global batch
                     state["samples"] += rows
-                    window_loss += loss
+                    for name, value in losses.items():
+                        window_losses[name] = window_losses.get(name, 0.0) + value
                     window_batches += 1
                     window_samples += rows
                     if accum < cfg.grad_accumulation:
@@ -222,7 +246,8 @@ class Trainer:
                                  if cfg.max_grad_norm else torch.nn.utils.get_total_norm(grads))
                     grad_norm_ok = grad_norm_ok & torch.isfinite(grad_norm)  # no device sync per step
                     opt.step()
-                    self.encoder.weights_changed()  # the fused step leaves version counters alone
+                    if isinstance(self.encoder, Encoder):
+                        self.encoder.weights_changed()  # the fused step leaves version counters alone
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                     self.negatives.after_optimizer_step(self.encoder)
@@ -231,7 +256,7 @@ class Trainer:
                     if step % cfg.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - window_start
                         row = {"step": step, "epoch": state["epoch"],
-                               "loss": window_loss / window_batches,
+                               **{name: value / window_batches for name, value in window_losses.items()},
                                "lr": sched.get_last_lr()[0], "sentences_per_s": window_samples / elapsed,
                                "elapsed_s": time.perf_counter() - start_time}
                         mlog.write(json.dumps(row) + "\n")
@@ -240,7 +265,7 @@ class Trainer:
                         if bar is not None:
                             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
                                             sent_s=f"{row['sentences_per_s']:.0f}")
-                        window_loss, window_batches, window_samples = 0.0, 0, 0
+                        window_losses, window_batches, window_samples = {}, 0, 0
                         window_start = time.perf_counter()
                     if bar is not None:
                         bar.update(1)
@@ -297,12 +322,14 @@ class Trainer:
         log.info("step %d: eval %s (best %.4f)", state["step"], scores, state["best_score"])
 
     def _save_model(self, path: Path) -> None:
-        """Save the encoder with the inference ``save_max_length`` (training truncation is not kept)."""
+        """Save the model with the inference ``save_max_length`` (training truncation is not kept)."""
+        if self.save_max_length is None:
+            self.save(path)
+            return
         train_length = self.encoder.max_length
-        if self.save_max_length is not None:
-            self.encoder.max_length = self.save_max_length
+        self.encoder.max_length = self.save_max_length
         try:
-            self.encoder.save(path)
+            self.save(path)
         finally:
             self.encoder.max_length = train_length
 
@@ -370,6 +397,24 @@ class Trainer:
         return model_dir
 
 
+def fit_in(make: Callable[[TrainConfig], Trainer], source: BatchSource[Any], run_dir: str | Path | None, *,
+           resume: bool = False, **train: Any) -> TrainResult:
+    """Fit ``make(config)`` on ``source``, ``config`` being a TrainConfig of ``train`` with output_dir ``run_dir``.
+
+    For Python APIs that take training keywords: without ``run_dir`` the run (checkpoints, metrics) lives in a
+    temporary directory removed afterwards, so there is nothing to resume.
+    """
+    if resume and run_dir is None:
+        raise ConfigError("resume needs the run_dir of the run to continue")
+    with contextlib.ExitStack() as stack:
+        out = run_dir if run_dir is not None else stack.enter_context(tempfile.TemporaryDirectory(prefix="ck-run-"))
+        try:
+            config = TrainConfig(output_dir=str(out), **train)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, "training keywords")) from None
+        return make(config).fit(source, resume=resume)
+
+
 def _param_norm(model: torch.nn.Module) -> float:
     """L2 norm of all trainable parameters together."""
     with torch.no_grad():
@@ -395,4 +440,5 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
-__all__ = ["EmbedFn", "EvalFn", "LossFn", "Trainer", "TrainResult", "linear_warmup_decay"]
+__all__ = ["EmbedFn", "EvalFn", "LossFn", "SaveFn", "StepLoss", "Trainer", "TrainResult", "fit_in",
+           "linear_warmup_decay"]
