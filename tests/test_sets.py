@@ -16,7 +16,7 @@ from contrastkit.sets import (SetCSE, build_set_task, difference, difference_sco
                               fine_tune_inter_set, inter_set_loss, intersection, intersection_scores, series,
                               set_embedding, set_similarity)
 
-from conftest import make_sentences
+from conftest import check_kill_and_resume, make_sentences
 
 S2 = 1 / math.sqrt(2)
 A = np.array([[1.0, 0.0], [2.0, 0.0]])  # scale does not matter: members are normalised
@@ -134,6 +134,24 @@ def test_inter_set_fine_tuning_separates_the_sets(tiny_bert: Path, one_thread: N
     history = fine_tune_inter_set(enc, sets, steps=20, per_set=4, lr=1e-3, log_every=10)
     assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"]
     assert gap() > before
+
+
+def test_inter_set_fine_tuning_resumes_after_a_kill(tiny_bert: Path, tmp_path: Path, one_thread: None,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from contrastkit.encoders import Encoder
+    from contrastkit.sets import train
+
+    sets = [make_sentences(5, seed=1), make_sentences(5, seed=2), make_sentences(5, seed=3)]
+
+    def run(run_dir: Path, resume: bool) -> dict[str, torch.Tensor]:
+        enc = Encoder.from_pretrained(str(tiny_bert))
+        fine_tune_inter_set(enc, sets, steps=6, per_set=3, lr=1e-3, groups=[[0, 1], [1, 2]], log_every=1,
+                            run_dir=run_dir, resume=resume, checkpoint_every=2, progress=False)
+        return enc.state_dict()
+
+    start = Encoder.from_pretrained(str(tiny_bert)).state_dict()
+    check_kill_and_resume(monkeypatch, capsys, train, "inter_set_loss", run, tmp_path, start)
 
 
 def test_set_task_and_evaluation_with_a_perfect_encoder() -> None:

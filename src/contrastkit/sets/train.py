@@ -16,20 +16,19 @@ of this package that could not be checked against the paper's equation text.
 
 from __future__ import annotations
 
-import logging
-import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
+from ..training.trainer import Trainer, fit_in
 
-__all__ = ["fine_tune_inter_set", "inter_set_loss"]
-
-_log = logging.getLogger(__name__)
+__all__ = ["SetBatches", "fine_tune_inter_set", "inter_set_loss"]
 
 
 def inter_set_loss(embeddings: Tensor, set_ids: Tensor, *, temperature: float = 0.05) -> Tensor:
@@ -55,15 +54,40 @@ def inter_set_loss(embeddings: Tensor, set_ids: Tensor, *, temperature: float = 
     return terms[pos].mean()
 
 
+class SetBatches:
+    """SetCSE's batches: batch ``b`` of an epoch holds ``per_set`` sentences of every set of group ``b`` (an epoch
+    is one batch per group) as (text, set index) pairs, drawn from ``seed``, the epoch and ``b`` (resumable)."""
+
+    def __init__(self, sets: Sequence[Sequence[str]], groups: Sequence[Sequence[int]], per_set: int,
+                 seed: int = 0) -> None:
+        self.sets, self.groups, self.per_set, self.seed = sets, groups, per_set, seed
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """One batch per group."""
+        return len(self.groups)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[list[tuple[str, int]]]:
+        """Yield the batches of ``epoch`` from batch index ``start`` on."""
+        for b in range(start, len(self.groups)):
+            rng = np.random.default_rng([self.seed, epoch, b])
+            yield [(self.sets[i][j], i) for i in self.groups[b]
+                   for j in rng.choice(len(self.sets[i]), min(self.per_set, len(self.sets[i])), replace=False)]
+
+
 def fine_tune_inter_set(encoder: Any, sets: Sequence[Sequence[str]], *, steps: int, per_set: int = 8,
                         lr: float = 2e-5, temperature: float = 0.05, groups: Sequence[Sequence[int]] | None = None,
-                        seed: int = 0, log_every: int = 25) -> list[dict[str, float]]:
+                        seed: int = 0, log_every: int = 25, run_dir: str | Path | None = None, resume: bool = False,
+                        **train: Any) -> list[dict[str, Any]]:
     """Fine-tune a contrastkit ``Encoder`` with :func:`inter_set_loss` on ``sets`` of example sentences.
 
     Each step samples ``per_set`` sentences of every set of one group and applies the loss; ``groups``
     lists which sets contrast each other (default: all of them; e.g. sentiment sets against each other and
     question-type sets against each other, when the sentences of different groups are not opposites).
-    Returns the loss history.
+    Runs on the :class:`~contrastkit.training.trainer.Trainer` (AdamW with weight decay 0.01, linear decay of the
+    lr): ``run_dir`` holds its checkpoints and ``metrics.jsonl`` (default: a temporary directory), ``resume``
+    continues its latest checkpoint, ``train`` sets other ``train`` config keys (``max_minutes``,
+    ``checkpoint_minutes``, ``precision``...; fp32 by default). Returns the logged rows.
     """
     groups = [list(range(len(sets)))] if groups is None else [list(g) for g in groups]
     for g in groups:
@@ -74,33 +98,15 @@ def fine_tune_inter_set(encoder: Any, sets: Sequence[Sequence[str]], *, steps: i
             raise ConfigError(f"set {i} has {len(s)} sentence(s); inter-set learning needs two or more per set")
     if steps < 1 or per_set < 2:
         raise ConfigError(f"steps must be >= 1 and per_set >= 2, got {steps} and {per_set}")
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    optim = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=lr)
-    encoder.train()
-    history: list[dict[str, float]] = []
-    running = 0.0
-    for step in range(1, steps + 1):
-        group = groups[(step - 1) % len(groups)]
-        texts: list[str] = []
-        ids: list[int] = []
-        for i in group:
-            chosen = rng.sample(list(sets[i]), min(per_set, len(sets[i])))
-            texts += chosen
-            ids += [i] * len(chosen)
-        emb = encoder.embed_texts(texts)
-        loss = inter_set_loss(emb, torch.tensor(ids, device=emb.device), temperature=temperature)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"inter-set fine-tuning: non-finite loss at step {step}")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-        optim.step()
-        running += float(loss.detach())
-        if step % log_every == 0 or step == steps:
-            n = log_every if step % log_every == 0 else step % log_every
-            history.append({"step": step, "loss": running / n})
-            _log.info("inter-set step %d/%d loss %.4f", step, steps, running / n)
-            running = 0.0
+
+    def step_loss(model: Any, batch: Sequence[tuple[str, int]]) -> Tensor:
+        emb = model.embed_texts([text for text, _ in batch])
+        ids = torch.tensor([i for _, i in batch], device=emb.device)
+        return inter_set_loss(emb, ids, temperature=temperature)
+
+    keys = {"max_steps": steps, "lr": lr, "weight_decay": 0.01, "seed": seed, "log_every": log_every,
+            "precision": "fp32", **train}
+    result = fit_in(lambda cfg: Trainer.for_step_loss(encoder, step_loss, cfg, save=encoder.save),
+                    SetBatches(sets, groups, per_set, seed), run_dir, resume=resume, **keys)
     encoder.eval()
-    return history
+    return result.history
