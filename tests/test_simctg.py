@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_llama, make_sentences
+from conftest import build_tiny_llama, check_kill_and_resume, make_sentences
 
 from contrastkit.errors import ConfigError
 from contrastkit.generation import metrics
@@ -96,6 +96,33 @@ def test_simctg_two_steps_on_a_tiny_llama(tmp_path, capsys):
     assert main(args) == 2  # run2/model exists: refused
     with pytest.raises(ConfigError, match="kind"):
         build_simctg_config({"data": {"source": "x", "kind": "pair"}, "model": {"name": "m"}})
+
+
+def test_simctg_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
+    """Killed in step 5 of 6, ``lm simctg --resume RUN_DIR`` continues from the step-4 checkpoint to the weights of
+    an uninterrupted run (see conftest.check_kill_and_resume)."""
+    from safetensors.torch import load_file
+
+    from contrastkit.cli import main
+    from contrastkit.lm import simctg as stage
+    from contrastkit.lm.simctg import build_simctg_config, train_simctg
+
+    path = build_tiny_llama(tmp_path / "llama", layers=2, tie=True, seed=2)
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(make_sentences(12)) + "\n")
+
+    def run(run_dir, resume):
+        if resume:
+            assert main(["lm", "simctg", "--resume", str(run_dir)]) == 0
+        else:
+            train_simctg(build_simctg_config({
+                "data": {"source": str(data)}, "model": {"name": str(path), "max_length": 16},
+                "train": {"output_dir": str(run_dir), "batch_size": 4, "lr": 1e-2, "max_steps": 6, "warmup_steps": 2,
+                          "log_every": 1, "checkpoint_every": 2, "progress": False, "device": "cpu"}}))
+        return load_file(str(run_dir / "model" / "model.safetensors"))
+
+    check_kill_and_resume(monkeypatch, capsys, stage, "simctg", run, tmp_path,
+                          load_file(str(path / "model.safetensors")))
 
 
 # ----------------------------------------------------------------------------------------------------- metrics

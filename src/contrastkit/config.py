@@ -190,6 +190,10 @@ class TrainConfig(_Section):
     log_every: int = Field(default=10, ge=1)
     progress: bool = True
 
+    def warmup_for(self, total_steps: int) -> int:
+        """Linear warm-up steps of a run of ``total_steps`` optimizer steps."""
+        return int(self.warmup_ratio * total_steps)
+
 
 class EvalConfig(_Section):
     """Evaluation during training (SimCSE practice: select the best dev checkpoint)."""

@@ -274,6 +274,26 @@ def resume_config(output_dir: str | Path, overrides: list[str] | None = None, *,
     return build(tree, origin=str(saved))
 
 
+def command_config(config_path: str | None, resume: str | bool | None, overrides: list[str], allow_change: list[str],
+                   *, load: Callable[[str, list[str]], Any], build: Callable[..., Any], usage: str) -> Any:
+    """The config of a training command from its arguments: ``CONFIG`` (``load``) or ``--resume RUN_DIR``'s saved
+    one (``build``), with ``--set`` overrides; ``--resume CONFIG`` reads CONFIG, and ``--resume RUN_DIR`` with a
+    CONFIG makes RUN_DIR its ``train.output_dir``. ``usage`` is the error when neither is given."""
+    run_dir = resume if isinstance(resume, str) else None
+    if config_path is None and run_dir is not None and Path(run_dir).is_file():
+        config_path, run_dir = run_dir, None
+    if allow_change and resume is None:
+        raise ConfigError("--allow-change applies only with --resume")
+    if config_path is None and run_dir is None:
+        raise ConfigError(usage)
+    if config_path is None:
+        return resume_config(run_dir, overrides, build=build)
+    config = load(config_path, overrides)
+    if run_dir is not None:
+        config = config.model_copy(update={"train": config.train.model_copy(update={"output_dir": run_dir})})
+    return config
+
+
 def check_resume_changes(config: Any, allow_changes: Iterable[str] = (), *,
                          build: Callable[..., Any] = build_config) -> dict[str, tuple[Any, Any]]:
     """Compare a resumed run's config with its saved ``config.yaml``; refuse changes not allowed by name.

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def _cmd_mntp(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..lm.mntp import load_mntp_config, resume_mntp_config, train_mntp
-    from ..run import describe
+    from ..lm.mntp import build_mntp_config, load_mntp_config, train_mntp
+    from ..run import command_config, describe
 
-    config_path, run_dir = args.config, args.resume if isinstance(args.resume, str) else None
-    if config_path is None and run_dir is not None and Path(run_dir).is_file():
-        config_path, run_dir = run_dir, None
-    if args.allow_change and args.resume is None:
-        raise ConfigError("--allow-change applies only with --resume")
-    if config_path is None and run_dir is None:
-        raise ConfigError("lm mntp needs a CONFIG file (recipes/llm2vec-1-mntp.yaml), or --resume RUN_DIR")
-    if config_path is None:
-        config = resume_mntp_config(run_dir, args.set)
-    else:
-        config = load_mntp_config(config_path, args.set)
-        if run_dir is not None:
-            config = config.model_copy(update={"train": config.train.model_copy(update={"output_dir": run_dir})})
+    config = command_config(args.config, args.resume, args.set, args.allow_change, load=load_mntp_config,
+                            build=build_mntp_config,
+                            usage="lm mntp needs a CONFIG file (recipes/llm2vec-1-mntp.yaml), or --resume RUN_DIR")
     result = train_mntp(config, resume=args.resume is not None, allow_changes=args.allow_change)
     print(json.dumps(describe(result), indent=2))
     return 0

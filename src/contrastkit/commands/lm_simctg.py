@@ -7,10 +7,13 @@ import json
 
 
 def _cmd_simctg(args: argparse.Namespace) -> int:
-    from ..lm.simctg import load_simctg_config, train_simctg
+    from ..lm.simctg import build_simctg_config, load_simctg_config, train_simctg
+    from ..run import command_config
 
-    config = load_simctg_config(args.config, args.set)
-    result = train_simctg(config)
+    config = command_config(args.config, args.resume, args.set, args.allow_change, load=load_simctg_config,
+                            build=build_simctg_config,
+                            usage="lm simctg needs a CONFIG file (recipes/simctg-smollm2.yaml), or --resume RUN_DIR")
+    result = train_simctg(config, resume=args.resume is not None, allow_changes=args.allow_change)
     print(json.dumps({"output_dir": str(result.output_dir), "model_dir": str(result.model_dir),
                       "steps": result.steps, "seconds": round(result.seconds, 1),
                       "last": {k: round(v, 4) for k, v in result.last.items()}}, indent=2))
@@ -40,7 +43,13 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
                     "margin loss (Su et al., 2022), which makes its token representations more isotropic; the "
                     "result (<output_dir>/model) is a causal LM for contrastkit generate "
                     "(e.g. --strategy contrastive_search).")
-    p.add_argument("config", help="YAML SimCTG config (recipes/simctg-smollm2.yaml)")
+    p.add_argument("config", nargs="?", help="YAML SimCTG config (recipes/simctg-smollm2.yaml); not needed with "
+                                             "--resume RUN_DIR")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=50 (repeatable)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue from the latest checkpoint of RUN_DIR (its saved config.yaml) or of the "
+                        "config's train.output_dir")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a changed config key or section (repeatable)")
     p.set_defaults(func=_cmd_simctg)

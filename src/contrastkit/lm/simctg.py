@@ -11,15 +11,16 @@ Why a command of its own and not a ``loss.name`` of ``contrastkit train`` (the s
 SimCTG is a language-modelling objective over the tokens of one text and needs the causal LM with its head,
 not an embedding loss over (anchor, positive) pairs; and its result is a causal LM for ``contrastkit generate``
 and :func:`contrastkit.lm.load_causal_lm`, saved with ``save_pretrained`` under ``<output_dir>/model``, not a
-sentence encoder. The ``data`` section is ``contrastkit train``'s (``kind: single``: one text per example).
-The loop is small on purpose: AdamW, linear warm-up and decay, gradient clipping, a JSONL log; no resume.
+sentence encoder. The ``data`` section is ``contrastkit train``'s (``kind: single``: one text per example), the
+``train`` section is its too (plus ``warmup_steps``), and the run is the ordinary
+:class:`~contrastkit.training.trainer.Trainer` fed the SimCTG step loss: checkpoints, ``--resume``,
+``max_minutes``, ``checkpoint_minutes``, ``precision`` (fp32 by default here), ``grad_accumulation``, and a
+``metrics.jsonl`` that logs ``loss``, ``mle`` and ``cl``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from pydantic import Field, ValidationError, model_validator
 from ..config import (
     DataConfig,
     PathStr,
+    Precision,
+    TrainConfig,
     _format_validation_error,
     _Section,
     apply_overrides,
@@ -54,20 +57,25 @@ class SimctgLoss(_Section):
                                                             "fine-tuning, the baseline).")
 
 
-class SimctgTrain(_Section):
-    """The optimisation."""
+class SimctgTrain(TrainConfig):
+    """The optimisation: ``contrastkit train``'s ``train`` section with SimCTG's defaults, plus ``warmup_steps``."""
 
     output_dir: PathStr = "runs/simctg"
     batch_size: int = Field(default=8, ge=1)
     lr: float = Field(default=2e-5, gt=0.0)
     max_steps: int = Field(default=100, ge=1)
-    warmup_steps: int = Field(default=0, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    max_grad_norm: float = Field(default=1.0, gt=0.0)
-    seed: int = 42
-    device: str = "auto"
-    num_threads: int | None = Field(default=None, ge=1)
-    log_every: int = Field(default=10, ge=1)
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps (or warmup_ratio, not both).")
+    precision: Precision = "fp32"
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> SimctgTrain:
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("give train.warmup_steps or train.warmup_ratio, not both")
+        return self
+
+    def warmup_for(self, total_steps: int) -> int:
+        """``warmup_steps`` when set, else ``warmup_ratio`` of the run."""
+        return self.warmup_steps or super().warmup_for(total_steps)
 
 
 class SimctgRunConfig(_Section):
@@ -111,37 +119,46 @@ class SimctgResult:
     last: dict[str, float]
 
 
-def simctg_step(model: Any, tokenizer: Any, texts: list[str], *, max_length: int, margin: float,
-                weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """One batch's loss ``L_MLE + weight * L_CL`` (right-padded, so positions start at 0 in every row) and its
-    parts as floats."""
+def simctg_losses(model: Any, tokenizer: Any, texts: list[str], *, max_length: int, margin: float,
+                  weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """One batch's losses: ``loss`` = ``L_MLE + weight * L_CL`` and its parts ``mle`` and ``cl`` (right-padded, so
+    positions start at 0 in every row)."""
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                     padding_side="right")
     device = next(model.parameters()).device
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     _, lm, cl = simctg(out.logits, out.hidden_states[-1], ids, mask, margin=margin)
-    loss = lm + weight * cl
-    return loss, {"loss": float(loss.detach()), "mle": float(lm.detach()), "cl": float(cl.detach())}
+    return {"loss": lm + weight * cl, "mle": lm, "cl": cl}
 
 
-def train_simctg(config: SimctgRunConfig) -> SimctgResult:
-    """Fine-tune ``config.model.name`` with SimCTG on ``config.data``; writes ``config.yaml``, ``metrics.jsonl``
-    and ``model/`` (model + tokenizer, loadable by :func:`contrastkit.lm.load_causal_lm`) under
-    ``train.output_dir``."""
-    import random
+def simctg_step(model: Any, tokenizer: Any, texts: list[str], *, max_length: int, margin: float,
+                weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch's loss ``L_MLE + weight * L_CL`` and its parts as floats (see :func:`simctg_losses`)."""
+    losses = simctg_losses(model, tokenizer, texts, max_length=max_length, margin=margin, weight=weight)
+    return losses["loss"], {k: float(v.detach()) for k, v in losses.items()}
 
+
+def train_simctg(config: SimctgRunConfig, *, resume: bool = False, allow_changes: Iterable[str] = ()) -> SimctgResult:
+    """Fine-tune ``config.model.name`` with SimCTG on ``config.data``; writes ``config.yaml``, ``metrics.jsonl``,
+    checkpoints and ``model/`` (model + tokenizer, loadable by :func:`contrastkit.lm.load_causal_lm`) under
+    ``train.output_dir``; with ``resume`` continues its latest checkpoint (changed keys as ``contrastkit train``).
+    ``last`` of the result holds the losses of the last logged row."""
     import yaml
 
-    from ..run import load_training_examples, resolve_device, seed_everything
-    from ..training.trainer import linear_warmup_decay
+    from ..run import check_resume_changes, load_training_examples, resolve_device, seed_everything
+    from ..samplers import RandomBatches
+    from ..training.checkpoint import latest_checkpoint
+    from ..training.trainer import Trainer
     from .causal import load_causal_lm
 
     tc = config.train
     out = Path(tc.output_dir)
-    model_dir = out / "model"
-    if model_dir.exists():
-        raise TrainingError(f"{model_dir} already exists; choose another train.output_dir")
+    if resume:
+        check_resume_changes(config, allow_changes, build=build_simctg_config)
+    elif latest_checkpoint(out / "checkpoints") is not None or (out / "model").exists():
+        raise TrainingError(f"{out} already holds a run; continue it with contrastkit lm simctg --resume {out}, "
+                            "or choose another train.output_dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     if tc.num_threads:
@@ -152,42 +169,21 @@ def train_simctg(config: SimctgRunConfig) -> SimctgResult:
         raise ConfigError("SimCTG: the data holds no text")
     seed_everything(tc.seed)
     model, tok = load_causal_lm(config.model.name, device=resolve_device(tc.device))
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=tc.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(tc.max_steps, tc.warmup_steps))
-    rng = random.Random(tc.seed)
-    order: list[int] = []
-    start, last = time.perf_counter(), {}
-    with open(out / "metrics.jsonl", "w") as log:
-        for step in range(1, tc.max_steps + 1):
-            if len(order) < tc.batch_size:
-                more = list(range(len(texts)))
-                rng.shuffle(more)
-                order += more
-            batch = [texts[i] for i in order[:tc.batch_size]]
-            del order[:tc.batch_size]
-            loss, parts = simctg_step(model, tok, batch, max_length=config.model.max_length,
-                                      margin=config.simctg.margin, weight=config.simctg.weight)
-            if not math.isfinite(parts["loss"]):
-                raise TrainingError(f"step {step}: the loss is not finite ({parts}); lower train.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            opt.step()
-            sched.step()
-            last = parts
-            if step % tc.log_every == 0 or step == tc.max_steps:
-                log.write(json.dumps({"step": step, **parts, "lr": sched.get_last_lr()[0],
-                                      "seconds": round(time.perf_counter() - start, 2)}) + "\n")
-                log.flush()
+
+    def step_loss(lm: Any, batch: list[str]) -> dict[str, torch.Tensor]:
+        return simctg_losses(lm, tok, batch, max_length=config.model.max_length, margin=config.simctg.margin,
+                             weight=config.simctg.weight)
+
+    def save(path: Path) -> None:
+        model.save_pretrained(str(path))
+        tok.save_pretrained(str(path))
+
+    result = Trainer.for_step_loss(model, step_loss, tc, save=save).fit(
+        RandomBatches(texts, tc.batch_size, seed=tc.seed), resume=resume)
     model.eval()
-    model.save_pretrained(str(model_dir))
-    tok.save_pretrained(str(model_dir))
-    return SimctgResult(out, model_dir, tc.max_steps, time.perf_counter() - start, last)
+    last = {k: result.history[-1][k] for k in ("loss", "mle", "cl")} if result.history else {}
+    return SimctgResult(out, result.model_dir, result.steps, result.seconds, last)
 
 
 __all__ = ["SimctgLoss", "SimctgModel", "SimctgResult", "SimctgRunConfig", "SimctgTrain", "build_simctg_config",
-           "load_simctg_config", "simctg_step", "train_simctg"]
+           "load_simctg_config", "simctg_losses", "simctg_step", "train_simctg"]

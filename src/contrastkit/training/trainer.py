@@ -165,7 +165,7 @@ class Trainer:
             source = ShardedBatches(source, distributed.rank(), distributed.world_size())
         total = self.total_steps(source)
         opt = self._optimizer()
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, int(cfg.warmup_ratio * total)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, cfg.warmup_for(total)))
         state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best_score": None, "samples": 0}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.output_dir / "metrics.jsonl"
