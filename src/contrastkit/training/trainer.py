@@ -349,8 +349,8 @@ class Trainer:
         if ckpt is None:
             return "No checkpoint was written before (nothing to resume from)."
         return (f"Last good checkpoint: {ckpt} (weights checked finite and sane when written); continue from it "
-                f"with a lower lr: contrastkit train --resume {self.output_dir} --set train.lr=LR "
-                "--allow-change train.lr.")
+                f"with a lower lr: --resume {self.output_dir} --set train.lr=LR --allow-change train.lr on the "
+                "command that started the run (e.g. contrastkit train).")
 
     def _check_sane(self, state: dict[str, Any], grad_norm_ok: bool) -> None:
         """Refuse to checkpoint weights that blew up: stop naming why and the last good checkpoint."""
