@@ -34,21 +34,30 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         os.environ["CONTRASTKIT_BACKEND"] = args.backend
 
     sharded = args.resume or args.workers > 1 or args.rank is not None or args.world_size is not None \
-        or args.shard_size is not None
+        or args.shard_size is not None or args.engine != "local"
     if str(args.output).endswith(".npy"):
         if sharded:
             raise ConfigError(f"--output {args.output} names one .npy file; --shard-size, --resume, --workers, "
-                              "--rank and --world-size need an output directory")
+                              "--engine, --rank and --world-size need an output directory")
         if Path(args.input).is_dir():
             raise ConfigError(f"--input {args.input} is a directory; give an output directory to encode it in shards")
         return _encode_single(args)
-    from ..encoding import run_sharded
+    common = dict(shard_size=args.shard_size or 100_000, batch_size=args.batch_size,
+                  normalize=args.normalize or None, precision=args.precision, dtype=args.dtype,
+                  text_field=args.text_field, resume=args.resume, show_progress=args.progress)
+    if args.engine == "ray":
+        if args.rank is not None or args.world_size is not None:
+            raise ConfigError("--engine ray spreads the shards over a Ray cluster (--ray-address); "
+                              "--rank/--world-size belong to the local engine")
+        from ..encoding.ray_engine import encode_ray
 
-    res = run_sharded(args.model, args.input, args.output, workers=args.workers, rank=args.rank,
-                      world_size=args.world_size, shard_size=args.shard_size or 100_000,
-                      batch_size=args.batch_size, normalize=args.normalize or None, precision=args.precision,
-                      dtype=args.dtype, text_field=args.text_field, resume=args.resume,
-                      show_progress=args.progress)
+        res = encode_ray(args.model, args.input, args.output, workers=args.workers, address=args.ray_address,
+                         object_store_mb=args.ray_object_store_mb, **common)
+    else:
+        from ..encoding import run_sharded
+
+        res = run_sharded(args.model, args.input, args.output, workers=args.workers, rank=args.rank,
+                          world_size=args.world_size, **common)
     state = "complete" if res.complete else "incomplete (other ranks' shards missing)"
     print(f"encoded {res.rows_encoded} texts into {res.shards_written} shard(s), kept {res.shards_skipped}; "
           f"{res.total_rows} texts in {res.num_shards} shard(s); output {state}: {res.output}")
@@ -78,7 +87,14 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     c.add_argument("--format", choices=["npy"], default="npy", help="shard file format")
     c.add_argument("--text-field", default="text", help="field/column holding the text in JSONL/CSV/TSV input")
     c.add_argument("--resume", action="store_true", help="keep completed shards (row counts verified)")
-    c.add_argument("--workers", type=int, default=1, help="local processes sharing the shards")
+    c.add_argument("--workers", type=int, default=1, help="local processes (or Ray actors) sharing the shards")
+    c.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: a process pool (default); ray: Ray Data map_batches over --workers actors "
+                        "(pip install 'contrastkit[ray]')")
+    c.add_argument("--ray-address", default=None,
+                   help="with --engine ray: join this Ray cluster (default: start a local Ray for the run)")
+    c.add_argument("--ray-object-store-mb", type=int, default=256,
+                   help="with --engine ray and no --ray-address: the local Ray's object store, MiB (default 256)")
     c.add_argument("--rank", type=int, default=None, help="this machine's rank (default: $RANK or 0)")
     c.add_argument("--world-size", type=int, default=None, help="number of machines (default: $WORLD_SIZE or 1)")
     c.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -156,6 +156,18 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
                           "use another output directory")
 
 
+def encode_settings(model: Any, files: list[Path], *, shard_size: int, text_field: str, normalize: bool | None,
+                    precision: str, dtype: str) -> dict[str, Any]:
+    """The settings recorded in ``encode_settings.json``: every engine writing ``OUT`` must agree on them."""
+    if isinstance(model, (str, os.PathLike)):  # the same model dir compares equal however it is spelled
+        model_name = str(Path(model).resolve()) if Path(model).exists() else str(model)
+    else:
+        model_name = f"<{type(model).__name__} object>"
+    return {"model": str(model_name), "inputs": [str(f.resolve()) for f in files], "shard_size": shard_size,
+            "text_field": text_field, "normalize": normalize, "precision": precision, "dtype": dtype,
+            "format": "npy", "format_version": 1}
+
+
 # -- the work -------------------------------------------------------------------------------------
 def encode_sharded(model: Any, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    shard_size: int = 100_000, batch_size: int = 64, normalize: bool | None = None,
@@ -179,13 +191,8 @@ def encode_sharded(model: Any, input: str | os.PathLike[str], output: str | os.P
     files = input_files(input)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, (str, os.PathLike)):  # the same model dir compares equal however it is spelled
-        model_name = str(Path(model).resolve()) if Path(model).exists() else str(model)
-    else:
-        model_name = f"<{type(model).__name__} object>"
-    settings = {"model": str(model_name), "inputs": [str(f.resolve()) for f in files], "shard_size": shard_size,
-                "text_field": text_field, "normalize": normalize, "precision": precision, "dtype": dtype,
-                "format": "npy", "format_version": 1}
+    settings = encode_settings(model, files, shard_size=shard_size, text_field=text_field, normalize=normalize,
+                               precision=precision, dtype=dtype)
     _check_settings(out, settings)
     mine = lambda i: i % world_size == rank  # noqa: E731
     if not resume:
@@ -271,12 +278,17 @@ def _write_shard(out: Path, i: int, encoder: Any, texts: list[str], where: list[
         parts.append(np.asarray(emb, dtype=dtype))
         if bar is not None:
             bar.update(len(parts[-1]))
-    emb = np.concatenate(parts)
+    save_shard(out, i, np.concatenate(parts), where, first_row, seconds=time.perf_counter() - t0)
+
+
+def save_shard(out: Path, i: int, emb: np.ndarray, where: list[tuple[int, int]] | np.ndarray, first_row: int, *,
+               seconds: float) -> None:
+    """Write shard ``i``'s embeddings, row locations and (last) its completion marker, each atomically."""
     name = _shard_name(i)
     atomic_save_npy(out / f"{name}.npy", emb)
     atomic_save_npy(out / f"{name}.rows.npy", np.asarray(where, dtype=np.int64).reshape(-1, 2))
-    _atomic_json(out / f"{name}.json", {"shard": i, "rows": len(texts), "first_row": first_row,
-                                        "dim": int(emb.shape[1]), "seconds": round(time.perf_counter() - t0, 3)})
+    _atomic_json(out / f"{name}.json", {"shard": i, "rows": int(emb.shape[0]), "first_row": first_row,
+                                        "dim": int(emb.shape[1]), "seconds": round(seconds, 3)})
 
 
 # -- several local processes ----------------------------------------------------------------------
