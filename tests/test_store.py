@@ -1,7 +1,16 @@
-"""Store: add/get/delete/search with filters, reopening, and consistency after SIGKILL mid-write."""
+"""Store: add/get/delete/search with filters, reopening, and consistency after SIGKILL mid-write.
+
+The backend-neutral tests run on both backends: ``sqlite`` (SQLite rows + a FAISS/NumPy index) and
+``lancedb`` (the embedded vector database, contrastkit.search.lance_store). Checks of the SQLite
+backend's own machinery (its index cache, its meta table, its database file) run on it alone; the
+LanceDB backend has no separate index (``store.index``) and states its differences in its module
+docstring (no fsync: a killed process keeps every commit, a power loss may not).
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import random
 import signal
@@ -18,6 +27,9 @@ from contrastkit.errors import ConfigError, DataError
 from contrastkit.search import Store
 
 DIM = 16
+HAVE_LANCEDB = importlib.util.find_spec("lancedb") is not None
+BACKENDS = ["sqlite", pytest.param("lancedb", marks=pytest.mark.skipif(not HAVE_LANCEDB,
+                                                                        reason="needs contrastkit[vectordb]"))]
 BATCH = 200
 N_DOCS = 10_000
 
@@ -49,13 +61,30 @@ WORKER = textwrap.dedent(f"""
 """)
 
 
+def all_rows(st: Store) -> list[tuple[str, str | None, str, bytes]]:
+    """Every stored (id, text, metadata JSON, vector bytes), whatever the backend."""
+    if st._conn is not None:
+        return st._conn.execute("SELECT id, text, metadata, vector FROM docs").fetchall()
+    table = st._scan(["id", "text", "metadata", "vector"]).to_pylist()
+    return [(r["id"], r["text"], r["metadata"], np.asarray(r["vector"], np.float32).tobytes()) for r in table]
+
+
+def new_store(path: Path, kind: str, backend: str, **kw: object) -> Store:
+    """``Store.create`` on a backend; the lancedb backend has one kind (an exact scan) for every index kind asked."""
+    if backend == "lancedb":
+        kind = kind if kind in ("exact", "flat") else "exact"
+    return Store.create(path, DIM, kind, backend=backend, **kw)
+
+
 def check_consistent(path: Path) -> int:
-    """Reopen the store and check index == SQLite, whole batches only, rows intact, search works."""
+    """Reopen the store and check index == SQLite (sqlite backend), whole batches only, rows intact, search works."""
     st = Store.open(path)
-    keys = st._sql_keys()
-    assert sorted(st.index.ids().tolist()) == keys.tolist()
-    assert len(st) == len(st.index)
-    rows = st._conn.execute("SELECT id, text, metadata, vector FROM docs").fetchall()
+    if st._conn is not None:
+        keys = st._sql_keys()
+        assert sorted(st.index.ids().tolist()) == keys.tolist()
+        assert len(st) == len(st.index)
+    rows = all_rows(st)
+    assert len(rows) == len(st)
     present = set()
     for doc_id, text, meta, blob in rows:
         i = int(doc_id[1:])
@@ -75,9 +104,10 @@ def check_consistent(path: Path) -> int:
     return len(present)
 
 
-def test_sigkill_leaves_old_or_new_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigkill_leaves_old_or_new_state(backend: str, tmp_path: Path) -> None:
     path = tmp_path / "store"
-    Store.create(path, DIM, "flat").close()
+    new_store(path, "flat", backend).close()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
                                                        os.environ.get("PYTHONPATH", "")]))
     rng = random.Random(0)
@@ -98,9 +128,11 @@ def test_sigkill_leaves_old_or_new_state(tmp_path: Path) -> None:
     assert check_consistent(path) == N_DOCS * 9 // 10
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
-def test_add_get_delete_search_reopen(kind: str, tmp_path: Path) -> None:
-    st = Store.create(tmp_path / "s", DIM, kind)
+@pytest.mark.parametrize("kind, backend", [("exact", "sqlite"), ("hnsw", "sqlite"), BACKENDS[1].__class__(
+    ("exact", "lancedb"), marks=BACKENDS[1].marks, id="exact-lancedb")])
+def test_add_get_delete_search_reopen(kind: str, backend: str, tmp_path: Path) -> None:
+    st = new_store(tmp_path / "s", kind, backend)
+    sql = backend == "sqlite"
     n = np.arange(300)
     meta = [{"color": ["red", "blue", "green"][i % 3], "big": bool(i % 2 == 0), "n": int(i)} for i in n]
     ids = st.add([f"t{i}" for i in n], vec(n), ids=[f"d{i}" for i in n], metadata=meta)
@@ -113,21 +145,22 @@ def test_add_get_delete_search_reopen(kind: str, tmp_path: Path) -> None:
     assert st.search(vec(3)[0], 2, where={"n": 3})[0].id == "d3"
     assert st.search(vec(3)[0], 2, where={"n": "3"}) == []  # types matter
     assert st.get(["d5", "nope"])[0].metadata == meta[5] and st.get(["nope"]) == [None]
-    assert st.delete(["d7", "d8", "nope"]) == 2 and len(st) == 298 and len(st.index) == 298
+    assert st.delete(["d7", "d8", "nope"]) == 2 and len(st) == 298 and (not sql or len(st.index) == 298)
     assert st.search(vec(7)[0], 1)[0].id != "d7"
     with pytest.raises(DataError, match="already in the store"):
         st.add(["x"], vec(1), ids=["d1"])
     assert len(st) == 298  # the failed add changed nothing
     st.close()
     st = Store.open(tmp_path / "s")
-    assert len(st) == 298 and sorted(st.index.ids().tolist()) == st._sql_keys().tolist()
+    assert len(st) == 298 and (not sql or sorted(st.index.ids().tolist()) == st._sql_keys().tolist())
     assert st.search(vec(9)[0], 1)[0].id == "d9"
     st.close()
 
 
-def test_over_fetch_path_and_text_queries(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_over_fetch_path_and_text_queries(backend: str, tmp_path: Path) -> None:
     encode = lambda texts: vec([int(t.split()[-1]) for t in texts])  # noqa: E731
-    st = Store.create(tmp_path / "s", DIM, "flat", encoder=encode, exact_filter_limit=10)
+    st = new_store(tmp_path / "s", "flat", backend, encoder=encode, exact_filter_limit=10)
     n = np.arange(200)
     st.add([f"doc {i}" for i in n], metadata=[{"odd": bool(i % 2)} for i in n])
     hits = st.search("doc 41", 4, where={"odd": True})  # 100 matches > limit 10: over-fetch from the index
@@ -148,8 +181,9 @@ def test_stale_index_is_repaired_on_open(tmp_path: Path) -> None:
     st2.close()
 
 
-def test_bad_input_is_clear(tmp_path: Path) -> None:
-    st = Store.create(tmp_path / "s", DIM, "exact")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input_is_clear(backend: str, tmp_path: Path) -> None:
+    st = new_store(tmp_path / "s", "exact", backend)
     with pytest.raises(ConfigError, match="no encoder"):
         st.add(["text"])
     with pytest.raises(DataError, match=r"shape \(n, 16\)"):
@@ -162,8 +196,14 @@ def test_bad_input_is_clear(tmp_path: Path) -> None:
         st.search(vec(1)[0], 1, where={"a": [1]})
     with pytest.raises(ConfigError, match="already exists"):
         Store.create(tmp_path / "s", DIM)
+    with pytest.raises(ConfigError, match="already exists"):
+        Store.create(tmp_path / "s", DIM, backend="lancedb")
     with pytest.raises(ConfigError, match="no store here"):
         Store.open(tmp_path / "nothing")
+    if backend == "lancedb":
+        with pytest.raises(ConfigError, match="searches exactly"):
+            Store.create(tmp_path / "h", DIM, "hnsw", backend="lancedb")
+        return
     with pytest.raises(DataError, match="ivfpq index trains"):
         Store.create(tmp_path / "ivf", DIM, "ivfpq", index_params={"nlist": 4, "m": 4, "nbits": 6}).add(
             None, vec([1, 2]))
@@ -197,9 +237,12 @@ def test_cli_build_add_search_delete(tiny_bert: Path, tmp_path: Path, capsys: py
     assert "bad.jsonl:2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
-def test_empty_store_search_returns_no_hits(kind: str, tmp_path: Path) -> None:
-    st = Store.create(tmp_path / "s", DIM, kind)
+def test_empty_store_search_returns_no_hits(kind: str, backend: str, tmp_path: Path) -> None:
+    if backend == "lancedb" and kind == "hnsw":
+        pytest.skip("one kind on lancedb (an exact scan): exact and flat cover it")
+    st = new_store(tmp_path / "s", kind, backend)
     assert st.search(vec(1)[0], 5) == [] and st.search(vec([1, 2]), 5) == [[], []]
     assert st.search(vec(1)[0], 5, where={"a": 1}) == []
     st.add(None, vec(np.arange(4)), ids=list("abcd"))
@@ -210,10 +253,16 @@ def test_empty_store_search_returns_no_hits(kind: str, tmp_path: Path) -> None:
     st.close()
 
 
-def test_k_is_capped_at_the_store_size(tmp_path: Path) -> None:
-    st = Store.create(tmp_path / "s", DIM, "exact")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_k_is_capped_at_the_store_size(backend: str, tmp_path: Path) -> None:
+    st = new_store(tmp_path / "s", "exact", backend)
     st.add(None, vec(np.arange(200)), ids=[f"d{i}" for i in range(200)],
            metadata=[{"odd": bool(i % 2)} for i in range(200)])
+    if backend == "lancedb":  # no separate index to spy on: the answers alone
+        assert len(st.search(vec(3)[0], 100_000_000)) == 200
+        assert len(st.search(vec(3)[0], 100_000_000, where={"odd": True})) == 100
+        st.close()
+        return
     asked = []
     real = st.index.search
 
@@ -279,16 +328,17 @@ def test_a_corrupt_database_file_gives_a_clear_error(garbage: bytes, tmp_path: P
         Store.open(path)
 
 
-def test_build_is_atomic_and_a_rerun_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_build_is_atomic_and_a_rerun_works(backend: str, tmp_path: Path) -> None:
     path = tmp_path / "s"
     with pytest.raises(DataError, match="repeated"):
-        Store.build(path, DIM, "flat", embeddings=vec([0, 1, 2]), ids=["a", "b", "a"])
+        Store.build(path, DIM, "flat", embeddings=vec([0, 1, 2]), ids=["a", "b", "a"], backend=backend)
     assert not path.exists() and not list(tmp_path.iterdir())  # nothing left behind, no temporary dir
     with Store.build(path, DIM, "flat", embeddings=vec([0, 1, 2]), ids=["a", "b", "c"],
-                     metadata=[{"n": i} for i in range(3)], model="m") as st:
+                     metadata=[{"n": i} for i in range(3)], model="m", backend=backend) as st:
         assert len(st) == 3 and st.model == "m" and st.search(vec(1)[0], 1)[0].id == "b"
     with pytest.raises(ConfigError, match="not an empty directory"):
-        Store.build(path, DIM, embeddings=vec([0]))
+        Store.build(path, DIM, embeddings=vec([0]), backend=backend)
 
 
 OTHER_PROCESS = textwrap.dedent(f"""
@@ -305,12 +355,14 @@ OTHER_PROCESS = textwrap.dedent(f"""
 """)
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
-def test_an_open_store_sees_other_processes_commits(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind, backend", [("exact", "sqlite"), ("hnsw", "sqlite"), BACKENDS[1].__class__(
+    ("exact", "lancedb"), marks=BACKENDS[1].marks, id="exact-lancedb")])
+def test_an_open_store_sees_other_processes_commits(kind: str, backend: str, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
                                                        os.environ.get("PYTHONPATH", "")]))
     path = tmp_path / "s"
-    served = Store.create(path, DIM, kind)  # stays open, as under 'contrastkit serve'
+    served = new_store(path, kind, backend)  # stays open, as under 'contrastkit serve'
+    sql = backend == "sqlite"
     served.add(None, vec(np.arange(100)), ids=[f"d{i}" for i in range(100)])
     assert served.search(vec(105)[0], 1)[0].id != "d105"
     subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path), "add"], env=env, check=True, timeout=120)
@@ -322,10 +374,10 @@ def test_an_open_store_sees_other_processes_commits(kind: str, tmp_path: Path) -
     assert len(hits) == 5 and all(int(h.id[1:]) % 10 == 0 or int(h.id[1:]) >= 100 for h in hits)
     # this process writes on top of the other's changes, and reopening agrees
     served.add(None, vec([500]), ids=["d500"])
-    assert len(served.index) == len(served) == 21
+    assert len(served) == 21 and (not sql or len(served.index) == 21)
     served.close()
     with Store.open(path) as again:
-        assert sorted(again.index.ids().tolist()) == again._sql_keys().tolist() and len(again) == 21
+        assert len(again) == 21 and (not sql or sorted(again.index.ids().tolist()) == again._sql_keys().tolist())
 
 
 def _tiny_encoder(tiny_bert: Path):
@@ -334,7 +386,8 @@ def _tiny_encoder(tiny_bert: Path):
     return Encoder.from_pretrained(str(tiny_bert))
 
 
-def test_store_refuses_another_model_unless_forced(tiny_bert: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_refuses_another_model_unless_forced(backend: str, tiny_bert: Path, tmp_path: Path) -> None:
     from conftest import build_tiny_bert
 
     from contrastkit.encoders import Encoder
@@ -345,7 +398,7 @@ def test_store_refuses_another_model_unless_forced(tiny_bert: Path, tmp_path: Pa
     wider = Encoder.from_pretrained(str(build_tiny_bert(tmp_path / "wide", hidden=48)))
     fp = model_fingerprint(enc)
     assert fp["dim"] == 32 and model_fingerprint(_tiny_encoder(tiny_bert))["sha256"] == fp["sha256"]
-    st = Store.create(tmp_path / "s", enc.dim, model=str(tiny_bert), fingerprint=fp)
+    st = Store.create(tmp_path / "s", enc.dim, model=str(tiny_bert), fingerprint=fp, backend=backend)
     st.close()
     st = Store.open(tmp_path / "s")
     assert st.model == str(tiny_bert) and st.fingerprint == fp
@@ -356,3 +409,47 @@ def test_store_refuses_another_model_unless_forced(tiny_bert: Path, tmp_path: Pa
     with pytest.raises(ConfigError, match="48-d"):
         st.check_model("wide", model_fingerprint(wider), force=True)  # never comparable
     st.close()
+
+
+@pytest.mark.skipif(not HAVE_LANCEDB, reason="needs contrastkit[vectordb]")
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_lancedb_search_equals_exact_search(metric: str, tmp_path: Path) -> None:
+    """Full recall: the vector database's top-k (filtered or not) is brute-force search's, with its scores."""
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(2000, DIM)).astype(np.float32)
+    meta = [{"g": int(i % 7), "even": bool(i % 2 == 0)} for i in range(2000)]
+    queries = rng.normal(size=(20, DIM)).astype(np.float32)
+    ids = [f"d{i}" for i in range(2000)]
+    st = Store.build(tmp_path / "s", DIM, "exact", embeddings=docs, ids=ids, metadata=meta, metric=metric,
+                     backend="lancedb")
+    st.delete([f"d{i}" for i in range(0, 2000, 13)])
+    alive = np.asarray([i % 13 != 0 for i in range(2000)])
+    d, q = docs, queries
+    if metric == "cosine":
+        d = docs / np.linalg.norm(docs, axis=1, keepdims=True)
+        q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    for where, mask in [(None, alive), ({"g": 3}, alive & (np.arange(2000) % 7 == 3)),
+                        ({"g": 3, "even": True}, alive & (np.arange(2000) % 14 == 10))]:
+        exact = q @ d.T
+        exact[:, ~mask] = -np.inf
+        got = st.search(queries, 25, where=where)
+        for row, hits in zip(exact, got):
+            want = np.argsort(-row, kind="stable")[:min(25, int(mask.sum()))]
+            assert [h.id for h in hits] == [f"d{i}" for i in want]
+            np.testing.assert_allclose([h.score for h in hits], row[want], rtol=1e-5, atol=1e-5)
+    st.close()
+
+
+@pytest.mark.skipif(not HAVE_LANCEDB, reason="needs contrastkit[vectordb]")
+@pytest.mark.parametrize("settings, message", [
+    ("not json", "unreadable store"), (json.dumps({"backend": "lancedb", "format_version": 9, "dim": 16,
+                                                   "kind": "exact", "metric": "cosine"}), "format_version"),
+    (json.dumps({"backend": "lancedb", "format_version": 1, "dim": 16, "kind": "hnsw", "metric": "cosine"}), "'kind'"),
+])
+def test_lancedb_unreadable_store_gives_one_clear_error(settings: str, message: str, tmp_path: Path) -> None:
+    with Store.create(tmp_path / "s", DIM, backend="lancedb") as st:
+        st.add(None, vec([0, 1]), ids=["a", "b"])
+    (tmp_path / "s" / "lancedb.json").write_text(settings)
+    with pytest.raises(ConfigError, match="unreadable store") as err:
+        Store.open(tmp_path / "s")
+    assert message in str(err.value) and "lancedb.json" in str(err.value)

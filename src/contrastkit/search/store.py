@@ -93,6 +93,7 @@ _DOC_COLUMNS = {"key", "id", "text", "metadata", "vector"}
 _PROBES = ("A man is playing a guitar on the street.", "The committee postponed its decision until March.",
            "def add(a, b): return a + b")
 _SAME_MODEL_COSINE = 0.999
+BACKENDS = ("sqlite", "lancedb")
 
 EncodeFn = Callable[[list[str]], Any]
 
@@ -251,10 +252,21 @@ class Store:
     def create(cls, path: str | os.PathLike[str], dim: int, index_kind: str = "exact", *, metric: str = "cosine",
                index_params: Mapping[str, Any] | None = None, model: str | None = None,
                fingerprint: Mapping[str, Any] | None = None, encoder: EncodeFn | None = None,
-               exact_filter_limit: int = 50_000) -> Store:
-        """Create an empty store in directory ``path`` (which must not hold a store yet)."""
+               exact_filter_limit: int = 50_000, backend: str = "sqlite") -> Store:
+        """Create an empty store in directory ``path`` (which must not hold a store yet).
+
+        ``backend``: ``sqlite`` (this module) or ``lancedb`` (an embedded vector database:
+        :mod:`contrastkit.search.lance_store`, which says what it guarantees differently).
+        """
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown store backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if backend == "lancedb":
+            from contrastkit.search.lance_store import LanceStore
+
+            return LanceStore.create(path, dim, index_kind, metric=metric, index_params=index_params, model=model,
+                                     fingerprint=fingerprint, encoder=encoder, exact_filter_limit=exact_filter_limit)
         path = Path(path)
-        if (path / DB_FILE).exists():
+        if (path / DB_FILE).exists() or (path / "lancedb.json").exists():
             raise ConfigError(f"{path}: a store already exists here; open it with Store.open or pick another dir")
         if index_kind not in INDEX_KINDS:
             raise ConfigError(f"unknown index kind {index_kind!r}; choose from {', '.join(INDEX_KINDS)}")
@@ -298,8 +310,12 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, encoder: EncodeFn | None = None,
              exact_filter_limit: int = 50_000) -> Store:
-        """Open an existing store, repairing its index from SQLite if a crash left it behind."""
+        """Open an existing store (either backend), repairing its index from SQLite if a crash left it behind."""
         path = Path(path)
+        if (path / "lancedb.json").exists():
+            from contrastkit.search.lance_store import LanceStore
+
+            return LanceStore.open(path, encoder=encoder, exact_filter_limit=exact_filter_limit)
         db = path / DB_FILE
         if not db.is_file():
             raise ConfigError(f"{path}: no store here (missing {DB_FILE}); create one with Store.create "
