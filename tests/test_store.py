@@ -209,7 +209,9 @@ def test_bad_input_is_clear(backend: str, tmp_path: Path) -> None:
             None, vec([1, 2]))
 
 
-def test_cli_build_add_search_delete(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_build_add_search_delete(backend: str, tiny_bert: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from conftest import make_sentences
@@ -223,7 +225,7 @@ def test_cli_build_add_search_delete(tiny_bert: Path, tmp_path: Path, capsys: py
     (tmp_path / "more.txt").write_text("a dog runs in the park\n\nthe cat sleeps\n")
     store = str(tmp_path / "st")
     assert main(["index", "build", "--model", str(tiny_bert), "--input", str(tmp_path / "docs.jsonl"),
-                 "--store", store, "--kind", "flat", "--no-progress"]) == 0
+                 "--store", store, "--kind", "flat", "--backend", backend, "--no-progress"]) == 0
     assert main(["index", "add", "--store", store, "--input", str(tmp_path / "more.txt"), "--no-progress"]) == 0
     assert len(Store.open(store)) == 14
     capsys.readouterr()

@@ -133,9 +133,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     emb = _encode(enc, docs, args.batch_size, args.progress)
     store = Store.build(store_dir, enc.dim, args.kind, texts=docs.texts, embeddings=emb, ids=docs.ids,
                         metadata=docs.metadata, metric=args.metric, index_params=params,
-                        model=_model_name(args.model), fingerprint=model_fingerprint(enc))
+                        model=_model_name(args.model), fingerprint=model_fingerprint(enc), backend=args.backend)
     with store:
-        print(f"built {args.kind} store {args.store} with {len(store)} documents (dim {enc.dim})")
+        print(f"built {args.backend} {args.kind} store {args.store} with {len(store)} documents (dim {enc.dim})")
     return 0
 
 
@@ -246,6 +246,9 @@ def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubPar
     b.add_argument("--store", required=True, help="new store directory (must not exist, or be empty)")
     b.add_argument("--kind", choices=INDEX_KINDS, default="exact", help="vector index kind")
     b.add_argument("--metric", choices=METRICS, default="cosine", help="similarity the index ranks by")
+    b.add_argument("--backend", choices=["sqlite", "lancedb"], default="sqlite",
+                   help="sqlite: SQLite rows + the --kind index (default); lancedb: an embedded LanceDB table, "
+                        "exact search only (pip install 'contrastkit[vectordb]')")
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="index parameter, e.g. --param ef_search=256 (repeatable)")
     b.add_argument("--batch-size", type=_positive_int, default=64, help="texts per model forward pass")
