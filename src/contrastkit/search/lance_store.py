@@ -2,7 +2,7 @@
 
 Why LanceDB, of the embedded vector databases on PyPI: every ``add`` and ``delete`` is one commit
 of a new table version (data files first, then the version's manifest, published by an atomic
-rename), so a process SIGKILLed mid-write leaves the old or the new version, never a mix: the
+hard link that fails if the version exists), so a process SIGKILLed mid-write leaves the old or the new version, never a mix: the
 store's own crash guarantee. Several processes may read and write one table (readers here ask for
 the newest version before every read), and a search without a vector index is a brute-force
 scan, i.e. exact. qdrant-client's local mode commits point by point (a killed batch is half
@@ -24,8 +24,9 @@ The API is :class:`~contrastkit.search.Store`'s (create/open/build/add/get/delet
   metadata column (same typed-equality rules as the SQLite store: ``1``, ``true`` and ``"1"``
   differ) and the matching ids are handed to LanceDB as a pre-filter of the exact scan
   (``exact_filter_limit`` has no role: filtered search is always exact and complete).
-* Durability: a commit is atomic, but LanceDB does not fsync: a power loss (not a killed process)
-  may lose the last commits. The SQLite store syncs every commit (``synchronous=FULL``).
+* Durability: a commit is atomic, but LanceDB calls no fsync (checked with strace): a power loss
+  (not a killed process) may lose the last commits. The SQLite store syncs every commit
+  (``synchronous=FULL``).
 * ``flush`` compacts small fragments and removes versions older than a minute; there is no
   separate index to save. ``store.index`` (the in-memory FAISS/NumPy index) does not exist here.
 """
