@@ -39,14 +39,12 @@ from ..errors import ConfigError, DataError
 from .sharded import (
     DTYPES,
     ShardedEncodeResult,
-    _check_settings,
     _completed,
     _shard_matches,
     _shard_name,
     _write_manifest,
-    encode_settings,
-    input_files,
     iter_rows,
+    prepare_output,
     save_shard,
 )
 
@@ -127,17 +125,11 @@ def encode_ray(model: str | os.PathLike[str], input: str | os.PathLike[str], out
     t0 = time.perf_counter()
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError("the ray engine needs the model as a name or path (each actor loads its own copy)")
-    if workers < 1 or shard_size < 1 or batch_size < 1:
-        raise ConfigError(f"workers, shard_size and batch_size must be positive, got {workers}, {shard_size} "
-                          f"and {batch_size}")
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
-    files = input_files(input)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = encode_settings(model, files, shard_size=shard_size, text_field=text_field, normalize=normalize,
-                               precision=precision, dtype=dtype)
-    _check_settings(out, settings)
+    if workers < 1:
+        raise ConfigError(f"workers must be positive, got {workers}")
+    files, out, settings = prepare_output(model, input, output, shard_size=shard_size, batch_size=batch_size,
+                                          normalize=normalize, precision=precision, dtype=dtype,
+                                          text_field=text_field)
     if not resume and _completed(out):
         first = next(iter(_completed(out)))
         raise ConfigError(f"{out}: already holds {len(_completed(out))} completed shard(s) (first "

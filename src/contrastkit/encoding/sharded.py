@@ -169,6 +169,24 @@ def encode_settings(model: Any, files: list[Path], *, shard_size: int, text_fiel
 
 
 # -- the work -------------------------------------------------------------------------------------
+def prepare_output(model: Any, input: str | os.PathLike[str], output: str | os.PathLike[str], *, shard_size: int,
+                   batch_size: int, normalize: bool | None, precision: str, dtype: str,
+                   text_field: str) -> tuple[list[Path], Path, dict[str, Any]]:
+    """Check an encode job's sizes and dtype, create ``output`` and check it holds no other job's shards:
+    (input files, output directory, settings)."""
+    if shard_size < 1 or batch_size < 1:
+        raise ConfigError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+    files = input_files(input)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = encode_settings(model, files, shard_size=shard_size, text_field=text_field, normalize=normalize,
+                               precision=precision, dtype=dtype)
+    _check_settings(out, settings)
+    return files, out, settings
+
+
 def encode_sharded(model: Any, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    shard_size: int = 100_000, batch_size: int = 64, normalize: bool | None = None,
                    precision: str = "auto", dtype: str = "float32", text_field: str = "text",
@@ -184,16 +202,9 @@ def encode_sharded(model: Any, input: str | os.PathLike[str], output: str | os.P
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
-    if shard_size < 1 or batch_size < 1:
-        raise ConfigError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
-    files = input_files(input)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = encode_settings(model, files, shard_size=shard_size, text_field=text_field, normalize=normalize,
-                               precision=precision, dtype=dtype)
-    _check_settings(out, settings)
+    files, out, settings = prepare_output(model, input, output, shard_size=shard_size, batch_size=batch_size,
+                                          normalize=normalize, precision=precision, dtype=dtype,
+                                          text_field=text_field)
     mine = lambda i: i % world_size == rank  # noqa: E731
     if not resume:
         clash = sorted(i for i in _completed(out) if mine(i))

@@ -226,28 +226,8 @@ class LanceStore(Store):
         """Add documents (texts, embeddings or both; texts alone are encoded) in one commit; returns their ids."""
         import pyarrow as pa
 
-        if texts is None and embeddings is None:
-            raise DataError("add needs texts, embeddings or both")
-        if isinstance(texts, str):
-            raise DataError("texts must be a list of strings, not a single string")
-        if texts is not None:
-            texts = list(texts)
-            for i, t in enumerate(texts):
-                if not isinstance(t, str):
-                    raise DataError(f"texts[{i}]: expected a string, found {type(t).__name__}")
-        emb = self._encode(texts) if embeddings is None and texts is not None else embeddings
-        if hasattr(emb, "detach"):
-            emb = emb.detach().cpu().numpy()
-        vecs = np.ascontiguousarray(np.asarray(emb, dtype=np.float32))
-        if vecs.ndim != 2 or vecs.shape[1] != self.dim:
-            raise DataError(f"embeddings: expected shape (n, {self.dim}), got {vecs.shape}")
-        if not np.isfinite(vecs).all():
-            raise DataError("embeddings contain NaN or infinite values")
+        texts, vecs, doc_ids, metas = self._validated_batch(texts, embeddings, ids, metadata)
         n = vecs.shape[0]
-        if texts is not None and len(texts) != n:
-            raise DataError(f"got {len(texts)} texts for {n} embeddings")
-        doc_ids = self._check_ids(ids, n)
-        metas = self._check_metadata(metadata, n)
         if n == 0:
             return []
         rows = pa.table({"id": pa.array(doc_ids, pa.string()),

@@ -544,9 +544,10 @@ class Store:
         emb = self.encoder(texts)
         return np.asarray(emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb, dtype=np.float32)
 
-    def add(self, texts: Sequence[str] | None = None, embeddings: Any = None, *, ids: Sequence[Any] | None = None,
-            metadata: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
-        """Add documents (texts, embeddings or both; texts alone are encoded) in one transaction; returns their ids."""
+    def _validated_batch(self, texts: Sequence[str] | None, embeddings: Any, ids: Sequence[Any] | None,
+                         metadata: Sequence[Mapping[str, Any] | None] | None
+                         ) -> tuple[list[str] | None, np.ndarray, list[str], list[str]]:
+        """An ``add`` call's inputs checked and normalized: (texts, float32 vectors, ids, metadata JSON)."""
         if texts is None and embeddings is None:
             raise DataError("add needs texts, embeddings or both")
         if isinstance(texts, str):
@@ -567,8 +568,13 @@ class Store:
         n = vecs.shape[0]
         if texts is not None and len(texts) != n:
             raise DataError(f"got {len(texts)} texts for {n} embeddings")
-        doc_ids = self._check_ids(ids, n)
-        metas = self._check_metadata(metadata, n)
+        return texts, vecs, self._check_ids(ids, n), self._check_metadata(metadata, n)
+
+    def add(self, texts: Sequence[str] | None = None, embeddings: Any = None, *, ids: Sequence[Any] | None = None,
+            metadata: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
+        """Add documents (texts, embeddings or both; texts alone are encoded) in one transaction; returns their ids."""
+        texts, vecs, doc_ids, metas = self._validated_batch(texts, embeddings, ids, metadata)
+        n = vecs.shape[0]
         if n == 0:
             return []
         with self._lock:
