@@ -10,6 +10,7 @@ one-sequence scores.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,21 @@ def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, :len(r)] = 1
     return ids, mask
+
+
+def _log_probs_at(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: list[list[int]]) -> list[torch.Tensor]:
+    """Per row, the log-softmax of the next-token logits at its ``positions`` (``(len(positions[r]), vocab)``).
+
+    Only the wanted positions go through the LM head (``logits_to_keep``): with Gemma-3's 262k vocabulary the
+    head over every position costs more than the transformer itself."""
+    wanted = sorted({p for row in positions for p in row})
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.tensor(wanted, device=ids.device)).logits
+        column = {p: i for i, p in enumerate(wanted)}
+    else:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        column = {p: p for p in wanted}
+    return [torch.log_softmax(logits[r, [column[p] for p in row]].float(), dim=-1) for r, row in enumerate(positions)]
 
 
 @torch.no_grad()
@@ -51,10 +67,8 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], co
         for s in range(0, len(ctx), batch_size):
             rows = ctx[s:s + batch_size]
             ids, mask = _right_padded(rows, pad_id)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            last = torch.tensor([len(r) - 1 for r in rows], device=device)
-            logp = torch.log_softmax(logits[torch.arange(len(rows), device=device), last].float(), dim=-1)
-            out[s:s + len(rows)] = logp[:, first].cpu().numpy()
+            logp = _log_probs_at(model, ids.to(device), mask.to(device), [[len(r) - 1] for r in rows])
+            out[s:s + len(rows)] = torch.cat(logp)[:, first].cpu().numpy()
         return out
     pairs = [(i, j) for i in range(len(ctx)) for j in range(len(cont))]
     per_batch = max(1, batch_size)
@@ -62,11 +76,11 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], co
         chunk = pairs[s:s + per_batch]
         rows = [ctx[i] + cont[j] for i, j in chunk]
         ids, mask = _right_padded(rows, pad_id)
-        logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+        spans = [list(range(len(ctx[i]) - 1, len(ctx[i]) - 1 + len(cont[j]))) for i, j in chunk]
+        logp = _log_probs_at(model, ids.to(device), mask.to(device), spans)
         for r, (i, j) in enumerate(chunk):
-            n, m = len(ctx[i]), len(cont[j])
             targets = torch.tensor(cont[j], device=device)
-            out[i, j] = float(logp[r, n - 1:n - 1 + m].gather(1, targets[:, None]).sum())
+            out[i, j] = float(logp[r].gather(1, targets[:, None]).sum())
     return out
 
 

@@ -89,7 +89,10 @@ class LLMReranker:
         device = next(self.model.parameters()).device
         ids, mask = feats["input_ids"].to(device), feats["attention_mask"].to(device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+        # the LM head on the last position only (logits_to_keep): over Gemma-3's 262k vocabulary, every position's
+        # logits would cost more than the transformer
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        logits = out.logits[:, -1].float()
         logp = torch.log_softmax(logits, dim=-1)
         yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
         no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
