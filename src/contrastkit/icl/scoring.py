@@ -37,7 +37,8 @@ def _log_probs_at(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: 
     head over every position costs more than the transformer itself."""
     wanted = sorted({p for row in positions for p in row})
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.tensor(wanted, device=ids.device)).logits
+        keep = torch.tensor(wanted, device=ids.device)
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
         column = {p: i for i, p in enumerate(wanted)}
     else:
         logits = model(input_ids=ids, attention_mask=mask).logits
