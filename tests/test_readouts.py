@@ -308,6 +308,25 @@ def test_shared_prompt_prefixes_run_once_per_batch_and_change_nothing(tiny_llama
     np.testing.assert_allclose(got, whole, atol=1e-5)
 
 
+def test_shared_prefixes_under_lora_adapters(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch):
+    import warnings
+
+    from contrastkit.encoders.adapters import apply_lora
+
+    enc = Encoder.from_pretrained(str(tiny_llama), pooling="metaeol")
+    enc.backbone = apply_lora(enc.backbone, r=4, alpha=8, dropout=0.0, target_modules="all-linear", base_name="b")
+    for name, p in enc.backbone.named_parameters():
+        if "lora_B" in name:  # non-zero adapters, so they change the vectors
+            torch.nn.init.normal_(p, std=0.1)
+    seen = _forward_widths(enc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the cache goes by the installed transformers' own name
+        got = encode(enc, TEXTS[:4])
+    assert any(rows == 1 for rows, _ in seen)
+    monkeypatch.setattr(R, "SHARE_PREFIXES", False)
+    np.testing.assert_allclose(got, encode(enc, TEXTS[:4]), atol=1e-5)
+
+
 def test_bidirectional_backbones_never_share_a_prefix(tiny_llama: Path):
     from contrastkit.lm.bidirectional import attends_causally, make_bidirectional
 

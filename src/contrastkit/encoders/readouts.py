@@ -270,7 +270,8 @@ class Readout:
                 return None
             prefixes.append(shared)
         # transformers 5.2x renamed past_key_values to cache (the old name warns); older releases know only it
-        key = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # under PEFT
+        key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         out: list[Tensor | None] = [None] * len(rows)
         for group, prefix in zip(groups, prefixes):
             cache = getattr(backbone(input_ids=torch.tensor([prefix], device=ids.device), use_cache=True,
