@@ -10,6 +10,7 @@ each scored on the 7 SimCSE STS tasks (bf16, the protocol of ``benchmarks/lm_rea
     python benchmarks/lm_finetune.py --seeds 42 --minutes 10 --tag quick
     python benchmarks/lm_finetune.py --methods full lora freeze bias --minutes 15 --tag compute   # compute-matched
     python benchmarks/lm_finetune.py --describe      # trainable parameters per method, untrained STS-B dev
+    python benchmarks/lm_finetune.py --tag compute --budgets 5 10 20 30 60   # dev score of every run at each budget
 
 Methods (each a set of ``--set`` overrides of the recipe): ``full`` (as the recipe says), ``lora`` (rank 16
 on every linear layer, lr x10), ``freeze`` (embeddings + the bottom ``--freeze-layers`` blocks frozen),
@@ -126,6 +127,27 @@ def sts7(run_dir: Path, threads: int, *, final: bool = False) -> dict[str, objec
             "stsb_dev": round(dev.avg, 2), "eval_s": round(time.perf_counter() - t0, 1)}
 
 
+def budget_table(runs: dict[str, dict[str, object]], budgets: list[float]) -> str:
+    """STS-B dev of each run at each budget (minutes): its last dev evaluation done within the budget.
+
+    The learning-rate schedule is a function of the step (warmup, then linear decay over the recipe's epochs),
+    not of ``max_minutes``, so a long run's weights at minute T are those a T-minute run of the same seed ends
+    with: one long run per method, evaluated along the way, gives every budget's point. Wall time counts the
+    dev evaluations too, as the budget of a real run would. The final evaluation (after the time limit) counts at
+    the run's ``minutes``."""
+    head = "| run | " + " | ".join(f"{b:g} min" for b in budgets) + " |"
+    lines = [head, "|---|" + "---:|" * len(budgets)]
+    for key, r in runs.items():
+        limit = float(str(key).rsplit("/", 1)[-1].removesuffix("min"))
+        points = [((t if t is not None else limit * 60) / 60, score) for _, t, score in r["dev_curve"]]  # type: ignore[union-attr]
+        cells = []
+        for b in budgets:
+            done = [score for minutes, score in points if minutes <= b + 1e-6]
+            cells.append(f"{done[-1]:.2f}" if done and b <= limit else "–")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def describe(recipe: Path, lr: float, freeze_layers: int, threads: int) -> dict[str, object]:
     """Trainable parameters of each method, and the untrained model's STS-B dev score (bf16), for the tables."""
     import torch
@@ -161,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra recipe overrides (KEY=VALUE)")
     ap.add_argument("--skip-sts7", action="store_true", help="dev curve only (no 7-task evaluation)")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--budgets", type=float, nargs="+", metavar="MIN",
+                    help="only print the STS-B dev score of every run in the result file at these budgets (minutes)")
     ap.add_argument("--describe", action="store_true",
                     help="only print each method's trainable parameters and the untrained STS-B dev score")
     args = ap.parse_args(argv)
@@ -172,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(describe(args.recipe, cfg.train.lr, args.freeze_layers, args.threads), indent=2))
         return 0
     dest = RESULTS / f"lm_finetune{'-' + args.tag if args.tag else ''}.json"
+    if args.budgets:
+        print(budget_table(json.loads(dest.read_text())["runs"], args.budgets))
+        return 0
     out: dict[str, object] = json.loads(dest.read_text()) if dest.exists() else {}
     out.update({"command": " ".join(["lm_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
                 "recipe": str(args.recipe.relative_to(REPO)) if args.recipe.is_relative_to(REPO) else str(args.recipe),
