@@ -13,6 +13,8 @@ Bible passages (as benchmarks/generation_quality.py), left-padded.
 
     python benchmarks/generation_speed.py [--models smollm2-135m gemma3-270m --batch-sizes 1 8 --repeats 5]
     python benchmarks/generation_speed.py --models smollm2-135m --batch-sizes 2 --max-new-tokens 8 --repeats 2  # smoke
+    python benchmarks/generation_speed.py --models smollm2-135m --batch-sizes 1 --repeats 1 --profile \
+        --out benchmarks/results/generation_speed-profile.json    # where contrastive search's time goes
 
 Writes ``benchmarks/results/generation_speed.json`` (``--out``) with the machine and package versions.
 """
@@ -51,6 +53,23 @@ def methods(model: Any, ids: Any, mask: Any, n: int, pad: int, alpha: float, k: 
     return {"greedy": ours, "contrastive_search": cs, "hf_generate_greedy": hf}
 
 
+OP_GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+             "cache copies": ("aten::cat", "aten::copy_", "aten::index_select", "aten::repeat_interleave")}
+
+
+def profile_ops(fn: Any) -> dict[str, float]:
+    """Self CPU seconds of one call of ``fn`` by operator group (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    groups = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
+    for ev in prof.key_averages():
+        group = next((g for g, names in OP_GROUPS.items() if ev.key in names), "other")
+        groups[group] += ev.self_cpu_time_total / 1e6
+    return {g: round(v, 3) for g, v in groups.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
@@ -61,6 +80,8 @@ def main() -> None:
     ap.add_argument("--penalty-alpha", type=float, default=0.6)
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one greedy and one contrastive-search call per row (seconds by operator group)")
     ap.add_argument("--out", default="benchmarks/results/generation_speed.json")
     args = ap.parse_args()
 
@@ -92,11 +113,14 @@ def main() -> None:
                         start = time.perf_counter()
                         tokens = fns[m]()
                         rates[m].append(tokens / (time.perf_counter() - start))
+                profiles = {m: profile_ops(fns[m]) for m in ("greedy", "contrastive_search")} if args.profile else None
             med = {m: statistics.median(v) for m, v in rates.items()}
             row = {"model": name, "batch_size": bs, "max_new_tokens": args.max_new_tokens,
                    "median_tokens_per_s": med, "runs_tokens_per_s": rates,
                    "cs_over_greedy": med["contrastive_search"] / med["greedy"],
                    "greedy_over_hf": med["greedy"] / med["hf_generate_greedy"]}
+            if profiles:
+                row["profile_self_cpu_s"] = profiles
             out["results"].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "runs_tokens_per_s"}), flush=True)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
