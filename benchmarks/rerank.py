@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="training precision (bf16 autocast: ~5x faster on a CPU with AMX)")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--k", type=int, default=20, help="candidates reranked per query")
     ap.add_argument("--tasks", nargs="+", default=TASKS)
@@ -180,7 +182,8 @@ def main() -> None:
         mine_s = time.perf_counter() - t
         ce = CrossEncoderReranker.from_pretrained(args.base, max_length=args.max_length)
         t = time.perf_counter()
-        history = train_cross_encoder(ce, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+        history = train_cross_encoder(ce, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                      precision=args.precision)
         ce_path = ce.save(work / "cross-encoder")
         out["training"] = {"pairs": counts, "mined": stats.mined, "left_out": stats.left_out,
                            "false_negatives_dropped": stats.false_negatives_dropped, "mine_s": round(mine_s, 1),
@@ -196,7 +199,7 @@ def main() -> None:
         student = Encoder.from_pretrained(args.retriever)
         t = time.perf_counter()
         hist = distill_cross_encoder(student, ce, examples, steps=args.distill_steps, batch_size=args.batch_size,
-                                     lr=args.lr)
+                                     lr=args.lr, precision=args.precision)
         out["distill"] = {"steps": args.distill_steps, "train_s": round(time.perf_counter() - t, 1), "history": hist}
 
     tasks, skipped = load_tasks(args.tasks, args.limit, args.max_corpus)
