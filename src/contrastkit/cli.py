@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import commands
 
-    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")):
         importlib.import_module(f"{commands.__name__}.{mod}").register(sub, {"eval": esub})
     return p
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._lm import add_run_options, lm_group
+
 
 def _cmd_mntp(args: argparse.Namespace) -> int:
     from ..lm.mntp import build_mntp_config, load_mntp_config, train_mntp
@@ -20,22 +22,11 @@ def _cmd_mntp(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``lm mntp`` (creating the ``lm`` group if no other command module did)."""
-    if "lm" not in groups:
-        lm = sub.add_parser("lm", help="language-model stages (decoder LMs as encoders)")
-        groups["lm"] = lm.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
-    p = groups["lm"].add_parser(
+    p = lm_group(sub, groups).add_parser(
         "mntp", help="masked next-token prediction (LLM2Vec stage 2)",
         description="Train a decoder LM (usually with model.bidirectional: true and LoRA) to predict each masked "
                     "token from the previous position's output through its LM head (BehnamGhader et al., 2024, "
                     "LLM2Vec). Then run unsupervised SimCSE on <output_dir>/model with contrastkit train "
                     "(recipes/llm2vec-2-simcse.yaml).")
-    p.add_argument("config", nargs="?", help="YAML MNTP config (recipes/llm2vec-1-mntp.yaml); not needed with "
-                                             "--resume RUN_DIR")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.max_steps=50 (repeatable)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help="continue from the latest checkpoint of RUN_DIR (its saved config.yaml) or of the "
-                        "config's train.output_dir")
-    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
-                   help="with --resume: accept a changed config key or section (repeatable)")
+    add_run_options(p, "MNTP", "recipes/llm2vec-1-mntp.yaml")
     p.set_defaults(func=_cmd_mntp)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._lm import add_run_options, lm_group
+
 
 def _cmd_simctg(args: argparse.Namespace) -> int:
     from ..lm.simctg import build_simctg_config, load_simctg_config, train_simctg
@@ -20,36 +22,13 @@ def _cmd_simctg(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lm_group(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]
-              ) -> argparse._SubParsersAction:
-    """The ``lm`` group's sub-parsers, whichever command module created the group."""
-    if "lm" in groups:
-        return groups["lm"]
-    parser = sub.choices.get("lm")
-    if parser is None:
-        parser = sub.add_parser("lm", help="language-model stages (decoder LMs as encoders)")
-        action = parser.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
-    else:
-        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    groups["lm"] = action
-    return action
-
-
 def register(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``lm simctg``."""
-    p = _lm_group(sub, groups).add_parser(
+    p = lm_group(sub, groups).add_parser(
         "simctg", help="SimCTG: fine-tune a causal LM with MLE + the token-level contrastive loss",
         description="Fine-tune a causal LM on plain text with L_MLE + L_CL, SimCTG's token-level contrastive "
                     "margin loss (Su et al., 2022), which makes its token representations more isotropic; the "
                     "result (<output_dir>/model) is a causal LM for contrastkit generate "
                     "(e.g. --strategy contrastive_search).")
-    p.add_argument("config", nargs="?", help="YAML SimCTG config (recipes/simctg-smollm2.yaml); not needed with "
-                                             "--resume RUN_DIR")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.max_steps=50 (repeatable)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help="continue from the latest checkpoint of RUN_DIR (its saved config.yaml) or of the "
-                        "config's train.output_dir")
-    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
-                   help="with --resume: accept a changed config key or section (repeatable)")
+    add_run_options(p, "SimCTG", "recipes/simctg-smollm2.yaml")
     p.set_defaults(func=_cmd_simctg)
