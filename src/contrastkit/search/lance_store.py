@@ -221,15 +221,11 @@ class LanceStore(Store):
         return q.limit(max(1, self._table.count_rows())).to_arrow()
 
     # ------------------------------------------------------------------ writing
-    def add(self, texts: Sequence[str] | None = None, embeddings: Any = None, *, ids: Sequence[Any] | None = None,
-            metadata: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
-        """Add documents (texts, embeddings or both; texts alone are encoded) in one commit; returns their ids."""
+    def _insert(self, texts: list[str] | None, vecs: np.ndarray, doc_ids: list[str], metas: list[str]) -> list[str]:
+        """Write one validated, non-empty batch as one LanceDB commit."""
         import pyarrow as pa
 
-        texts, vecs, doc_ids, metas = self._validated_batch(texts, embeddings, ids, metadata)
         n = vecs.shape[0]
-        if n == 0:
-            return []
         rows = pa.table({"id": pa.array(doc_ids, pa.string()),
                          "text": pa.array([None] * n if texts is None else texts, pa.string()),
                          "metadata": pa.array(metas, pa.string()),

@@ -574,9 +574,11 @@ class Store:
             metadata: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
         """Add documents (texts, embeddings or both; texts alone are encoded) in one transaction; returns their ids."""
         texts, vecs, doc_ids, metas = self._validated_batch(texts, embeddings, ids, metadata)
+        return self._insert(texts, vecs, doc_ids, metas) if len(vecs) else []
+
+    def _insert(self, texts: list[str] | None, vecs: np.ndarray, doc_ids: list[str], metas: list[str]) -> list[str]:
+        """Write one validated, non-empty batch in one transaction (the backend's part of ``add``)."""
         n = vecs.shape[0]
-        if n == 0:
-            return []
         with self._lock:
             index = self._index
             min_train = getattr(index, "min_train", 0)
