@@ -251,17 +251,13 @@ class LanceStore(Store):
             return before - int(self._table.count_rows())
 
     # ------------------------------------------------------------------ reading
-    def get(self, ids: Sequence[Any]) -> list[Doc | None]:
-        """Documents by id, in the given order (None where an id is not in the store)."""
-        if isinstance(ids, (str, bytes)):
-            raise DataError("ids must be a list of ids, not a single string")
-        wanted = [str(i) for i in ids]
+    def _fetch(self, wanted: list[str]) -> dict[str, Doc]:
+        """The stored documents among ``wanted`` ids, by id, 500 ids per scan."""
         found: dict[str, Doc] = {}
-        with self._lock:
-            for s in range(0, len(wanted), 500):
-                rows = self._scan(["id", "text", "metadata"], f"id IN ({_quote(wanted[s:s + 500])})").to_pylist()
-                found.update({r["id"]: Doc(r["id"], r["text"], json.loads(r["metadata"])) for r in rows})
-        return [found.get(i) for i in wanted]
+        for s in range(0, len(wanted), 500):
+            rows = self._scan(["id", "text", "metadata"], f"id IN ({_quote(wanted[s:s + 500])})").to_pylist()
+            found.update({r["id"]: Doc(r["id"], r["text"], json.loads(r["metadata"])) for r in rows})
+        return found
 
     def search(self, query: Any, k: int = 10, where: Mapping[str, Any] | None = None) -> Any:
         """Top-k hits for query vector(s) or text(s), exact: a list of Hit for one query, a list of lists for several."""

@@ -660,13 +660,18 @@ class Store:
         if isinstance(ids, (str, bytes)):
             raise DataError("ids must be a list of ids, not a single string")
         wanted = [str(i) for i in ids]
-        found: dict[str, Doc] = {}
         with self._lock:
-            for part in _chunks(wanted):
-                q = f"SELECT id, text, metadata FROM docs WHERE id IN ({','.join('?' * len(part))})"
-                for doc_id, text, meta in self._conn.execute(q, list(part)):
-                    found[doc_id] = Doc(doc_id, text, json.loads(meta))
+            found = self._fetch(wanted)
         return [found.get(i) for i in wanted]
+
+    def _fetch(self, wanted: list[str]) -> dict[str, Doc]:
+        """The stored documents among ``wanted`` ids, by id (the backend's part of ``get``)."""
+        found: dict[str, Doc] = {}
+        for part in _chunks(wanted):
+            q = f"SELECT id, text, metadata FROM docs WHERE id IN ({','.join('?' * len(part))})"
+            for doc_id, text, meta in self._conn.execute(q, list(part)):
+                found[doc_id] = Doc(doc_id, text, json.loads(meta))
+        return found
 
     def _rows_for_keys(self, keys: Sequence[int]) -> dict[int, tuple[str, str | None, dict[str, Any]]]:
         out = {}
