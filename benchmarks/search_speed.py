@@ -9,6 +9,15 @@ Keep 1,000 queries: with faiss-cpu 1.15 here, 200 queries over 50k vectors took 
 
     python benchmarks/search_speed.py            # full size (about 20-40 min on 2 cores, ~4 GB RAM)
     python benchmarks/search_speed.py --quick    # 50k vectors, about a minute
+
+``--vectors senteval`` runs the same comparison on real embeddings instead: every distinct
+sentence of the SentEval data (transfer tasks, STS pairs, SNLI dev/test; ~150k) encoded with
+``--model``; ``--queries`` of them, drawn at random, are held out of the corpus as queries. The
+vectors are cached under ``runs/search_speed/``. Each index's size is that of its saved files
+(what ``Store`` keeps in memory and on disk), and for each recall target the table names the
+smallest efSearch / nprobe reaching it.
+
+    python benchmarks/search_speed.py --vectors senteval --threads 2
 """
 
 from __future__ import annotations
@@ -43,13 +52,67 @@ def _median_time(fn, runs: int) -> tuple[float, list[float], object]:
     return statistics.median(times), [round(t, 4) for t in times], out
 
 
+def _senteval_texts() -> list[str]:
+    """Every distinct sentence of the local SentEval data, in a fixed order."""
+    from contrastkit.evaluation.senteval import load_sts_task, resolve_senteval_dir
+    from contrastkit.evaluation.sts import SIMCSE_TASKS
+    from contrastkit.evaluation.transfer import TRANSFER_TASK_NAMES, load_transfer_task
+
+    seen: dict[str, None] = {}
+    for name in TRANSFER_TASK_NAMES:
+        seen.update(dict.fromkeys(load_transfer_task(name).distinct_texts()))
+    for name in SIMCSE_TASKS:
+        for a, b in load_sts_task(name).pairs:
+            seen.update(dict.fromkeys((a, b)))
+    snli = resolve_senteval_dir(needed_for="the SNLI sentences") / "SNLI"
+    for f in ("s1.dev", "s2.dev", "s1.test", "s2.test"):
+        seen.update(dict.fromkeys(t.strip() for t in (snli / f).read_text(encoding="utf-8").splitlines()))
+    seen.pop("", None)
+    return list(seen)
+
+
+def _embedded(texts: list[str], model: str, threads: int) -> np.ndarray:
+    """Unit vectors of ``texts`` under ``model``, cached by the texts' and model's hash."""
+    import hashlib
+
+    key = hashlib.sha256("\n".join([model, *texts]).encode()).hexdigest()[:16]
+    cache = Path("runs/search_speed") / f"{model.replace('/', '_')}-{len(texts)}-{key}.npy"
+    if cache.exists():
+        return np.load(cache)
+    import torch
+
+    from contrastkit.encoders import Encoder
+
+    torch.set_num_threads(threads)
+    t = time.perf_counter()
+    x = Encoder.from_pretrained(model).encode(texts, batch_size=256, normalize=True, show_progress=True)
+    print(f"encoded {len(texts)} texts in {time.perf_counter() - t:.0f} s", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, np.asarray(x, dtype=np.float32))
+    return np.load(cache)
+
+
+def _index_mb(index) -> float:
+    """Size of an index's saved files, in MB."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        index.save(Path(d) / "ix")
+        return round(sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file()) / 1e6, 1)
+
+
+def _smallest_reaching(sweep: list[dict], knob: str, targets: list[float]) -> dict[str, int | None]:
+    """For each recall target, the smallest swept ``knob`` value whose recall@k reaches it."""
+    return {str(t): next((s[knob] for s in sweep if s["recall@10"] >= t), None) for t in targets}
+
+
 def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(g[:k]) & set(t[:k])) / k for g, t in zip(got, truth)]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--n", type=int, default=1_000_000, help="corpus size (senteval: at most all but the queries)")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--k", type=int, default=10)
@@ -64,6 +127,9 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--skip", nargs="*", default=[], choices=["hnsw", "ivfpq"])
     ap.add_argument("--quick", action="store_true", help="50k vectors, 1000 queries, 3 runs")
+    ap.add_argument("--vectors", choices=["random", "senteval"], default="random",
+                    help="random unit vectors, or real embeddings of the SentEval sentences")
+    ap.add_argument("--model", default="all-MiniLM-L6-v2", help="encoder for --vectors senteval")
     ap.add_argument("--out", default="benchmarks/results/search_speed.json")
     args = ap.parse_args()
     if args.quick:
@@ -72,6 +138,15 @@ def main() -> None:
         args.nprobe = [16]
         if args.out == ap.get_default("out"):
             args.out = "benchmarks/results/search_speed_quick.json"
+    if args.vectors == "senteval":
+        if args.ef_search == ap.get_default("ef_search"):
+            args.ef_search = [16, 32, 64, 128, 256, 512, 1024]
+        if args.nprobe == ap.get_default("nprobe"):
+            args.nprobe = [1, 2, 4, 8, 16, 32, 64, 128]
+        if args.hnsw_m == ap.get_default("hnsw_m"):
+            args.hnsw_m = 32
+        if args.out == ap.get_default("out"):
+            args.out = "benchmarks/results/search_speed_senteval.json"
 
     import faiss
     import torch
@@ -82,11 +157,22 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
-    x = _unit(rng, args.n, args.dim)
-    q = _unit(rng, args.queries, args.dim)
+    if args.vectors == "senteval":
+        texts = _senteval_texts()
+        texts = [texts[i] for i in rng.permutation(len(texts))[:args.queries + args.n]]
+        emb = _embedded(texts, args.model, args.threads)
+        q, x = emb[:args.queries], emb[args.queries:]
+        args.n, args.dim = len(x), x.shape[1]
+    else:
+        x = _unit(rng, args.n, args.dim)
+        q = _unit(rng, args.queries, args.dim)
     k = args.k
-    res: dict = {"n": args.n, "queries": args.queries, "dim": args.dim, "k": k, "runs": args.runs,
-                 "torch_threads": torch.get_num_threads(), "faiss_threads": faiss.omp_get_max_threads()}
+    res: dict = {"vectors": args.vectors, "n": args.n, "queries": args.queries, "dim": args.dim, "k": k,
+                 "runs": args.runs, "torch_threads": torch.get_num_threads(),
+                 "faiss_threads": faiss.omp_get_max_threads()}
+    if args.vectors == "senteval":
+        res["model"] = args.model
+    targets = sorted({0.9, 0.95, 0.99, args.target_recall})
 
     flat = faiss.IndexFlatIP(args.dim)
     flat.add(x)
@@ -103,7 +189,8 @@ def main() -> None:
         "faiss_flat_s": round(t_flat, 4), "faiss_flat_runs": runs_flat,
         "contrastkit_exact_s": round(t_exact, 4), "contrastkit_exact_runs": runs_exact,
         "ratio_exact_over_faiss": round(t_exact / t_flat, 3),
-        "exact_recall_vs_faiss": _recall(got, truth, k)}
+        "exact_recall_vs_faiss": _recall(got, truth, k), "exact_mb": _index_mb(exact),
+        "raw_vectors_mb": round(x.nbytes / 1e6, 1)}
     print(json.dumps(res["exact_vs_faiss_flat"], indent=2), flush=True)
     del exact
 
@@ -120,12 +207,11 @@ def main() -> None:
             sweep.append({"ef_search": ef, "recall@10": round(_recall(ids, truth, k), 4), "search_s": round(ts, 4),
                           "qps": round(args.queries / ts, 1)})
             print("hnsw", sweep[-1], flush=True)
-            if sweep[-1]["recall@10"] >= args.target_recall:
+            if sweep[-1]["recall@10"] >= max(targets):
                 break
-        ok = [s for s in sweep if s["recall@10"] >= args.target_recall]
         res["hnsw"] = {"M": args.hnsw_m, "ef_construction": args.ef_construction, "build_s": round(build_s, 1),
-                       "sweep": sweep, "target_recall": args.target_recall,
-                       "smallest_ef_search_reaching_target": ok[0]["ef_search"] if ok else None,
+                       "index_mb": _index_mb(hn), "sweep": sweep, "target_recall": args.target_recall,
+                       "smallest_ef_search_reaching": _smallest_reaching(sweep, "ef_search", targets),
                        "flat_qps": round(args.queries / t_flat, 1)}
         del hn
 
@@ -144,7 +230,9 @@ def main() -> None:
             sweep.append({"nprobe": nprobe, "recall@10": round(_recall(ids, truth, k), 4), "search_s": round(ts, 4),
                           "qps": round(args.queries / ts, 1)})
             print("ivfpq", sweep[-1], flush=True)
-        res["ivfpq"] = {"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1), "sweep": sweep}
+        res["ivfpq"] = {"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1),
+                        "index_mb": _index_mb(iv), "sweep": sweep,
+                        "smallest_nprobe_reaching": _smallest_reaching(sweep, "nprobe", targets)}
 
     out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions(), "results": res}
