@@ -10,7 +10,7 @@ each scored on the 7 SimCSE STS tasks (bf16, the protocol of ``benchmarks/lm_rea
     python benchmarks/lm_finetune.py --seeds 42 --minutes 10 --tag quick
     python benchmarks/lm_finetune.py --methods full lora freeze bias --minutes 15 --tag compute   # compute-matched
     python benchmarks/lm_finetune.py --describe      # trainable parameters per method, untrained STS-B dev
-    python benchmarks/lm_finetune.py --tag compute --budgets 5 10 20 30 60   # dev score of every run at each budget
+    python benchmarks/lm_finetune.py --tag compute --from-tags default compute --budgets 10 20 30 45 60   # dev score of every run at each budget
 
 Methods (each a set of ``--set`` overrides of the recipe): ``full`` (as the recipe says), ``lora`` (rank 16
 on every linear layer, lr x10), ``freeze`` (embeddings + the bottom ``--freeze-layers`` blocks frozen),
@@ -127,6 +127,11 @@ def sts7(run_dir: Path, threads: int, *, final: bool = False) -> dict[str, objec
             "stsb_dev": round(dev.avg, 2), "eval_s": round(time.perf_counter() - t0, 1)}
 
 
+def result_file(tag: str) -> Path:
+    """The JSON a tag's runs are written to (no tag, or 'default': lm_finetune.json)."""
+    return RESULTS / f"lm_finetune{'-' + tag if tag and tag != 'default' else ''}.json"
+
+
 def budget_table(runs: dict[str, dict[str, object]], budgets: list[float]) -> str:
     """STS-B dev of each run at each budget (minutes): its last dev evaluation done within the budget.
 
@@ -134,10 +139,13 @@ def budget_table(runs: dict[str, dict[str, object]], budgets: list[float]) -> st
     not of ``max_minutes``, so a long run's weights at minute T are those a T-minute run of the same seed ends
     with: one long run per method, evaluated along the way, gives every budget's point. Wall time counts the
     dev evaluations too, as the budget of a real run would. The final evaluation (after the time limit) counts at
-    the run's ``minutes``."""
+    the run's ``minutes``. A run whose dev curve is marked stale (``dev_curve_stale``) prints "stale"."""
     head = "| run | " + " | ".join(f"{b:g} min" for b in budgets) + " |"
     lines = [head, "|---|" + "---:|" * len(budgets)]
     for key, r in runs.items():
+        if r.get("dev_curve_stale"):
+            lines.append(f"| {key} | " + " | ".join("stale" for _ in budgets) + " |")
+            continue
         limit = float(str(key).rsplit("/", 1)[-1].removesuffix("min"))
         points = [((t if t is not None else limit * 60) / 60, score) for _, t, score in r["dev_curve"]]  # type: ignore[union-attr]
         cells = []
@@ -185,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="")
     ap.add_argument("--budgets", type=float, nargs="+", metavar="MIN",
                     help="only print the STS-B dev score of every run in the result file at these budgets (minutes)")
+    ap.add_argument("--from-tags", nargs="+", metavar="TAG",
+                    help="with --budgets: the result files to read, by tag ('default': lm_finetune.json); "
+                         "default: --tag's")
     ap.add_argument("--describe", action="store_true",
                     help="only print each method's trainable parameters and the untrained STS-B dev score")
     args = ap.parse_args(argv)
@@ -195,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.describe:
         print(json.dumps(describe(args.recipe, cfg.train.lr, args.freeze_layers, args.threads), indent=2))
         return 0
-    dest = RESULTS / f"lm_finetune{'-' + args.tag if args.tag else ''}.json"
+    dest = result_file(args.tag)
     if args.budgets:
-        print(budget_table(json.loads(dest.read_text())["runs"], args.budgets))
+        runs = {}
+        for tag in args.from_tags or [args.tag]:
+            runs.update(json.loads(result_file(tag).read_text())["runs"])
+        print(budget_table(runs, args.budgets))
         return 0
     out: dict[str, object] = json.loads(dest.read_text()) if dest.exists() else {}
     out.update({"command": " ".join(["lm_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
