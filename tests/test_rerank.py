@@ -222,6 +222,24 @@ def test_cli_score_train_and_distill(tiny_bert: Path, trained: dict[str, Any], t
                  str(tmp_path / "missing.txt")]) == 2
 
 
+def test_cli_rerank_train_stopped_by_max_minutes_resumes_to_the_uninterrupted_weights(
+        tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pairs.tsv").write_text("anchor\tpositive\n" + "".join(f"{q}\t{p}\n" for q, p in _pairs(12, seed=4)))
+    common = ["rerank", "train", "--base", str(tiny_bert), "--pairs", str(tmp_path / "pairs.tsv"), "--steps", "4",
+              "--batch-size", "2", "--negatives", "2", "--window-hi", "8", "--margin", "5", "--lr", "1e-3"]
+    assert main([*common, "--output", str(tmp_path / "straight")]) == 0
+    # a time limit reached at once stops after the first step, with a checkpoint; --resume runs the other three
+    assert main([*common, "--output", str(tmp_path / "cut"), "--max-minutes", "1e-9"]) == 0
+    assert "reached at step 1/4" in capsys.readouterr().out
+    cut = CrossEncoderReranker.from_pretrained(str(tmp_path / "cut")).state_dict()
+    assert main([*common, "--output", str(tmp_path / "cut"), "--resume"]) == 0
+    assert "resume: continuing from step-00000001 (step 1," in capsys.readouterr().out
+    want = CrossEncoderReranker.from_pretrained(str(tmp_path / "straight")).state_dict()
+    got = CrossEncoderReranker.from_pretrained(str(tmp_path / "cut")).state_dict()
+    assert any(not torch.equal(cut[k], want[k]) for k in want)  # the stopped run had not finished
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 # ----------------------------------------------------------------------------- POST /v1/rerank, real HTTP
 @pytest.fixture(scope="module")
 def server(bi_encoder: Encoder, trained: dict[str, Any]) -> Iterator[dict[str, Any]]:
