@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and faiss (OpenMP) threads")
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--skip", nargs="*", default=[], choices=["hnsw", "ivfpq"])
+    ap.add_argument("--pq-m", type=int, nargs="+", default=None,
+                    help="IVF-PQ sub-quantisers (bytes per vector), one index each (default: 48; senteval: 48 96 192)")
     ap.add_argument("--quick", action="store_true", help="50k vectors, 1000 queries, 3 runs")
     ap.add_argument("--vectors", choices=["random", "senteval"], default="random",
                     help="random unit vectors, or real embeddings of the SentEval sentences")
@@ -147,6 +149,8 @@ def main() -> None:
             args.hnsw_m = 32
         if args.out == ap.get_default("out"):
             args.out = "benchmarks/results/search_speed_senteval.json"
+        args.pq_m = args.pq_m or [48, 96, 192]
+    args.pq_m = args.pq_m or [48 if args.dim % 48 == 0 else None]
 
     import faiss
     import torch
@@ -217,22 +221,25 @@ def main() -> None:
 
     if "ivfpq" not in args.skip:
         nlist = int(4 * np.sqrt(args.n))
-        iv = build_index("ivfpq", args.dim, nlist=nlist, m=48 if args.dim % 48 == 0 else None, nbits=8)
-        t = time.perf_counter()
-        iv.train(x[rng.choice(args.n, size=min(args.n, 50 * nlist), replace=False)])
-        iv.add(x)
-        build_s = time.perf_counter() - t
-        sweep = []
-        for nprobe in args.nprobe:
-            iv.params["nprobe"] = nprobe
-            iv._apply_search_params()
-            ts, _, (_, ids) = _median_time(lambda: iv.search(q, k), args.runs)
-            sweep.append({"nprobe": nprobe, "recall@10": round(_recall(ids, truth, k), 4), "search_s": round(ts, 4),
-                          "qps": round(args.queries / ts, 1)})
-            print("ivfpq", sweep[-1], flush=True)
-        res["ivfpq"] = {"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1),
-                        "index_mb": _index_mb(iv), "sweep": sweep,
-                        "smallest_nprobe_reaching": _smallest_reaching(sweep, "nprobe", targets)}
+        res["ivfpq"] = []
+        for m in args.pq_m:
+            iv = build_index("ivfpq", args.dim, nlist=nlist, m=m, nbits=8)
+            t = time.perf_counter()
+            iv.train(x[rng.choice(args.n, size=min(args.n, 50 * nlist), replace=False)])
+            iv.add(x)
+            build_s = time.perf_counter() - t
+            sweep = []
+            for nprobe in args.nprobe:
+                iv.params["nprobe"] = nprobe
+                iv._apply_search_params()
+                ts, _, (_, ids) = _median_time(lambda: iv.search(q, k), args.runs)
+                sweep.append({"nprobe": nprobe, "recall@10": round(_recall(ids, truth, k), 4),
+                              "search_s": round(ts, 4), "qps": round(args.queries / ts, 1)})
+                print(f"ivfpq m={iv.params['m']}", sweep[-1], flush=True)
+            res["ivfpq"].append({"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1),
+                                 "index_mb": _index_mb(iv), "sweep": sweep,
+                                 "smallest_nprobe_reaching": _smallest_reaching(sweep, "nprobe", targets)})
+            del iv
 
     out = {"date": str(date.today()), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions(), "results": res}
