@@ -232,7 +232,7 @@ def main() -> None:
             for nprobe in args.nprobe:
                 iv.params["nprobe"] = nprobe
                 iv._apply_search_params()
-                ts, _, (_, ids) = _median_time(lambda: iv.search(q, k), args.runs)
+                ts, _, (_, ids) = _median_time(lambda iv=iv: iv.search(q, k), args.runs)
                 sweep.append({"nprobe": nprobe, "recall@10": round(_recall(ids, truth, k), 4),
                               "search_s": round(ts, 4), "qps": round(args.queries / ts, 1)})
                 print(f"ivfpq m={iv.params['m']}", sweep[-1], flush=True)
