@@ -106,6 +106,22 @@ def _smallest_reaching(sweep: list[dict], knob: str, targets: list[float]) -> di
     return {str(t): next((s[knob] for s in sweep if s["recall@10"] >= t), None) for t in targets}
 
 
+def _sweep(index, knob: str, values: list[int], q: np.ndarray, truth: np.ndarray, k: int, runs: int,
+           stop_at: float = 2.0) -> list[dict]:
+    """Recall@k and speed of ``index`` at each value of its search parameter ``knob``; stops once recall >= stop_at."""
+    sweep = []
+    for value in values:
+        index.params[knob] = value
+        index._apply_search_params()
+        ts, _, (_, ids) = _median_time(lambda: index.search(q, k), runs)
+        sweep.append({knob: value, "recall@10": round(_recall(ids, truth, k), 4), "search_s": round(ts, 4),
+                      "qps": round(len(q) / ts, 1)})
+        print(index.kind, index.params.get("m", ""), sweep[-1], flush=True)
+        if sweep[-1]["recall@10"] >= stop_at:
+            break
+    return sweep
+
+
 def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(g[:k]) & set(t[:k])) / k for g, t in zip(got, truth)]))
 
@@ -203,16 +219,7 @@ def main() -> None:
         t = time.perf_counter()
         hn.add(x)
         build_s = time.perf_counter() - t
-        sweep = []
-        for ef in args.ef_search:
-            hn.params["ef_search"] = ef
-            hn._apply_search_params()
-            ts, _, (_, ids) = _median_time(lambda: hn.search(q, k), args.runs)
-            sweep.append({"ef_search": ef, "recall@10": round(_recall(ids, truth, k), 4), "search_s": round(ts, 4),
-                          "qps": round(args.queries / ts, 1)})
-            print("hnsw", sweep[-1], flush=True)
-            if sweep[-1]["recall@10"] >= max(targets):
-                break
+        sweep = _sweep(hn, "ef_search", args.ef_search, q, truth, k, args.runs, stop_at=max(targets))
         res["hnsw"] = {"M": args.hnsw_m, "ef_construction": args.ef_construction, "build_s": round(build_s, 1),
                        "index_mb": _index_mb(hn), "sweep": sweep, "target_recall": args.target_recall,
                        "smallest_ef_search_reaching": _smallest_reaching(sweep, "ef_search", targets),
@@ -228,14 +235,7 @@ def main() -> None:
             iv.train(x[rng.choice(args.n, size=min(args.n, 50 * nlist), replace=False)])
             iv.add(x)
             build_s = time.perf_counter() - t
-            sweep = []
-            for nprobe in args.nprobe:
-                iv.params["nprobe"] = nprobe
-                iv._apply_search_params()
-                ts, _, (_, ids) = _median_time(lambda iv=iv: iv.search(q, k), args.runs)
-                sweep.append({"nprobe": nprobe, "recall@10": round(_recall(ids, truth, k), 4),
-                              "search_s": round(ts, 4), "qps": round(args.queries / ts, 1)})
-                print(f"ivfpq m={iv.params['m']}", sweep[-1], flush=True)
+            sweep = _sweep(iv, "nprobe", args.nprobe, q, truth, k, args.runs)
             res["ivfpq"].append({"nlist": nlist, "m": iv.params["m"], "nbits": 8, "build_s": round(build_s, 1),
                                  "index_mb": _index_mb(iv), "sweep": sweep,
                                  "smallest_nprobe_reaching": _smallest_reaching(sweep, "nprobe", targets)})
