@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--print-only", action="store_true", help="print the tables of the tag's result file, run nothing")
     args = ap.parse_args(argv)
+    dest = RESULTS / f"routing{'-' + args.tag if args.tag else ''}.json"
+    if args.print_only:
+        print_curves(json.loads(dest.read_text()))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
@@ -125,12 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         out["seeds"][str(seed)] = evaluate_split(embs, quality, latency, np.array(footprints), seed, args.knn_k)
     out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    dest = RESULTS / f"routing{'-' + args.tag if args.tag else ''}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2))
     print_curves(out)
     print(f"\nwrote {dest} ({out['wall_seconds']} s)")
     return 0
+
+
+LAM_FACTORS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+"""The routers' cost penalties lambda, as multiples of 1 / (the training half's largest - smallest mean latency)."""
 
 
 def point(choice: np.ndarray, quality: np.ndarray, latency: np.ndarray) -> dict[str, float]:
@@ -150,7 +158,7 @@ def evaluate_split(embs: np.ndarray, quality: np.ndarray, latency: np.ndarray, f
     mean_cost = latency[tr].mean(axis=0)
     small, large = int(np.argmin(mean_cost)), int(np.argmax(mean_cost))
     scale = float(mean_cost.max() - mean_cost.min()) or 1.0
-    lams = [0.0, *(f / scale for f in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0))]
+    lams = [f / scale for f in LAM_FACTORS]
     res: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "always_small": small, "always_large": large,
                            "single": [point(np.full(len(te), c), q_te, l_te) for c in range(quality.shape[1])]}
     res["random_mix_small_large"] = [
@@ -183,6 +191,24 @@ def print_curves(out: dict[str, Any]) -> None:
         for name in ("knn", "cscr"):
             for p in r[name]:
                 print(f"| {seed} | {name} | lam={p['lam']:.3g} | {p['accuracy']:.2f} | {p['cost']:.4f} |")
+    print_mean(out)
+
+
+def print_mean(out: dict[str, Any]) -> None:
+    """Each point's accuracy and cost, mean ± std over the seeds (routers by lambda factor, :data:`LAM_FACTORS`)."""
+    runs = list(out["seeds"].values())
+    rows: list[tuple[str, str, list[dict[str, float]]]] = [
+        ("always-small", out["candidates"][runs[0]["always_small"]], [r["single"][r["always_small"]] for r in runs]),
+        ("always-large", out["candidates"][runs[0]["always_large"]], [r["single"][r["always_large"]] for r in runs])]
+    rows += [("random small/large", f"p_large={p['p_large']}", [r["random_mix_small_large"][i] for r in runs])
+             for i, p in enumerate(runs[0]["random_mix_small_large"])]
+    rows += [("random uniform", "", [r["random_uniform"] for r in runs]), ("oracle", "", [r["oracle"] for r in runs])]
+    for name in ("knn", "cscr"):
+        rows += [(name, f"lambda x{f:g}", [r[name][i] for r in runs]) for i, f in enumerate(LAM_FACTORS)]
+    print(f"\n| router | setting | accuracy % (mean ± std, {len(runs)} seeds) | mean cost (s/query) |\n|---|---|---:|---:|")
+    for name, setting, points in rows:
+        acc, cost = np.array([p["accuracy"] for p in points]), np.array([p["cost"] for p in points])
+        print(f"| {name} | {setting} | {acc.mean():.2f} ± {acc.std():.2f} | {cost.mean():.4f} |")
 
 
 if __name__ == "__main__":
