@@ -169,6 +169,15 @@ def test_max_minutes_stops_cleanly_and_resume_continues(tiny_bert: Path, tmp_pat
     assert again.steps == 5
 
 
+def test_a_time_limit_on_an_eval_step_does_not_evaluate_that_step_twice(tiny_bert: Path, tmp_path: Path):
+    calls = []
+    cfg = _cfg(tmp_path, max_minutes=1e-9, checkpoint_every=100)
+    Trainer(Encoder.from_pretrained(str(tiny_bert)), _loss, embed_batch, cfg, eval_fn=lambda enc: calls.append(1) or
+            {"dev": 0.5}, eval_every=1).fit(RandomBatches(_examples(), 8))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval" in r] == [1] and len(calls) == 1
+
+
 def test_a_source_that_yields_nothing_is_an_error_not_a_hang(tiny_bert: Path, tmp_path: Path):
     class Empty:
         batches_per_epoch = 3

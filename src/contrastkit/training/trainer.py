@@ -295,7 +295,8 @@ class Trainer:
                     state["batch"] = 0
                     continue
                 break
-            if main and self.eval_fn is not None:
+            evaluated_now = any("eval" in row and row["step"] == state["step"] for row in history[-1:])
+            if main and self.eval_fn is not None and not evaluated_now:  # a time limit can stop on an eval step
                 self._evaluate(state, mlog, history)
         if bar is not None:
             bar.close()
