@@ -103,18 +103,23 @@ def sts7(run_dir: Path, threads: int, *, final: bool = False) -> dict[str, objec
     import torch
     from safetensors.torch import load_file
 
+    from contrastkit.config import load_config
     from contrastkit.encoders import Encoder
     from contrastkit.evaluation.senteval import load_sts_task
     from contrastkit.evaluation.sts import SIMCSE_TASKS, evaluate_sts
+    from contrastkit.run import build_encoder
     from contrastkit.training.checkpoint import latest_checkpoint
 
     torch.set_num_threads(threads)
-    enc = Encoder.from_pretrained(str(run_dir / "model"))
     info: dict[str, object] = {}
-    if final:
+    if final:  # the encoder as the run built it (a LoRA checkpoint holds the adapter-wrapped weights)
+        enc = build_encoder(load_config(run_dir / "config.yaml").model)
+        enc.max_length = json.loads((run_dir / "model" / "contrastkit.json").read_text())["max_length"]  # as saved
         ckpt = latest_checkpoint(run_dir / "checkpoints")
         enc.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         info["checkpoint"] = ckpt.name
+    else:
+        enc = Encoder.from_pretrained(str(run_dir / "model"))
     enc.eval()
     t0 = time.perf_counter()
 
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-tags", nargs="+", metavar="TAG",
                     help="with --budgets: the result files to read, by tag ('default': lm_finetune.json); "
                          "default: --tag's")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="do not train: evaluate the runs already in runs/lm_finetune/TAG (after a failed evaluation)")
     ap.add_argument("--describe", action="store_true",
                     help="only print each method's trainable parameters and the untrained STS-B dev score")
     args = ap.parse_args(argv)
@@ -229,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = REPO / "runs" / "lm_finetune" / (args.tag or "default") / key.replace("/", "-")
             sets = [f"data.source={DATA}", f"train.seed={seed}", f"train.max_minutes={args.minutes:g}",
                     *method_overrides(method, cfg.train.lr, args.freeze_layers), *args.sets]
-            row = {"method": method, "seed": seed, **run_training(args.recipe, run_dir, sets, args.threads),
-                   **curves(run_dir)}
+            if args.eval_only:  # a finished run whose evaluation failed: no wall time or peak RSS to report
+                if not (run_dir / "train_state.json").is_file():
+                    raise SystemExit(f"--eval-only: {run_dir} holds no finished run")
+                trained: dict[str, object] = {"wall_s": None, "peak_rss_mib": None, "evaluated_later": True}
+            else:
+                trained = run_training(args.recipe, run_dir, sets, args.threads)
+            row = {"method": method, "seed": seed, **trained, **curves(run_dir)}
             if not args.skip_sts7:
                 row["sts7"] = sts7(run_dir, args.threads)
                 row["sts7_final"] = sts7(run_dir, args.threads, final=True)
