@@ -295,7 +295,7 @@ class Trainer:
                     state["batch"] = 0
                     continue
                 break
-            evaluated_now = any("eval" in row and row["step"] == state["step"] for row in history[-1:])
+            evaluated_now = bool(history) and "eval" in history[-1] and history[-1]["step"] == state["step"]
             if main and self.eval_fn is not None and not evaluated_now:  # a time limit can stop on an eval step
                 self._evaluate(state, mlog, history)
         if bar is not None:
