@@ -82,13 +82,14 @@ def _embedded(texts: list[str], model: str, threads: int) -> np.ndarray:
     import torch
 
     from contrastkit.encoders import Encoder
+    from contrastkit.fsutil import atomic_save_npy
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
     x = Encoder.from_pretrained(model).encode(texts, batch_size=256, normalize=True, show_progress=True)
     print(f"encoded {len(texts)} texts in {time.perf_counter() - t:.0f} s", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, np.asarray(x, dtype=np.float32))
+    atomic_save_npy(cache, np.asarray(x, dtype=np.float32))  # a killed run leaves no half-written cache
     return np.load(cache)
 
 
