@@ -35,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model, versions  # noqa: E402
 from contrastkit.encoders import Encoder  # noqa: E402
 from contrastkit.encoders.readouts import READOUTS  # noqa: E402
+from contrastkit.evaluation.cache import EmbeddingCache  # noqa: E402
 from contrastkit.evaluation.senteval import STSTask, load_sts_task  # noqa: E402
 from contrastkit.evaluation.sts import SIMCSE_TASKS, evaluate_sts  # noqa: E402
+from contrastkit.fsutil import atomic_write_bytes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 MODELS = ("smollm2-135m", "gemma3-270m")
@@ -117,31 +119,42 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault(model, {})
         for name, params in rows:
             label = name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
-            if label in results[model]:
+            row = results[model].get(label)
+            if row is not None and "avg" in row:
                 continue
+            # A row in progress keeps its finished tasks: a killed run resumes at the next task (--resume).
+            row = row or {"scores": {}, "seconds": 0.0, "threads": torch.get_num_threads()}
             readout = {**overrides.get(name, {}), **params} if name in READOUTS else None
             t0 = time.perf_counter()
             enc = Encoder.from_pretrained(model, pooling=name, max_length=args.max_length, readout=readout)
             enc.eval()
+            row["readout"] = enc.readout.params if enc.readout is not None else None
 
             def encode(texts: list[str], enc: Encoder = enc):  # noqa: ANN202
                 return enc.encode(texts, batch_size=args.batch_size, precision=args.precision)
 
-            res = evaluate_sts(encode, tasks)
-            scores = {k: round(v, 2) for k, v in res.scores.items()}
-            results[model][label] = {"scores": scores, "avg": round(res.avg, 2), "readout": (
-                enc.readout.params if enc.readout is not None else None), "seconds": round(time.perf_counter() - t0, 1)}
-            print(f"{model:14s} {label:28s} avg {res.avg:6.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
-            dest.write_text(json.dumps(out, indent=2))  # after every row: a killed run keeps what it measured
-            del enc
+            cached = EmbeddingCache(encode)  # a sentence shared by two tasks is encoded once
+            for task in tasks:
+                if task.name in row["scores"]:
+                    continue
+                row["scores"][task.name] = round(evaluate_sts(cached, [task]).scores[task.name], 2)
+                row["seconds"] = round(row["seconds"] + time.perf_counter() - t0, 1)
+                t0 = time.perf_counter()
+                results[model][label] = row
+                # After every task: a killed run keeps what it measured.
+                atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
+            row["avg"] = round(sum(row["scores"].values()) / len(row["scores"]), 2)
+            print(f"{model:14s} {label:28s} avg {row['avg']:6.2f}  ({row['seconds']:.0f} s)", flush=True)
+            atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
+            del enc, cached
     out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    dest.write_text(json.dumps(out, indent=2))
+    atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
     names = [t.name for t in tasks]
     print(f"\n| model | readout | {' | '.join(names)} | Avg. |\n|---|---|{'---|' * (len(names) + 1)}")
     for model, rows_ in results.items():
         for label, r in rows_.items():
             cells = " | ".join(f"{r['scores'].get(n, float('nan')):.2f}" for n in names)  # type: ignore[union-attr]
-            print(f"| {model} | {label} | {cells} | {r['avg']:.2f} |")
+            print(f"| {model} | {label} | {cells} | {r.get('avg', float('nan')):.2f} |")
     print(f"\nwrote {dest} ({out['wall_seconds']} s)")
     return 0
 

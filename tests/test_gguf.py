@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, files
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SENTENCES = [
@@ -24,6 +25,9 @@ SENTENCES = [
     "Tabs\tand\r\nwindows line ends; 3.14159 and 1,000,000 items",
     "日本語のテキスト and ἀρχή",
 ]
+
+
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 def _smollm_gguf() -> Path | None:
@@ -90,6 +94,16 @@ def test_metadata_is_read_as_the_file_states_it(spec) -> None:
     assert (spec.model, spec.pre, len(spec.tokens), len(spec.merges)) == ("gpt2", "smollm", 49152, 48900)
     assert spec.add_bos is False and spec.add_eos is False  # SmolLM2's file: no BOS
     assert spec.token(spec.eos_id) == "<|im_end|>" and spec.token(spec.unk_id) == "<|endoftext|>"
+    assert spec.chat_template.startswith("{% for message in messages %}")  # an Instruct model's chat format
+
+
+def test_chat_template_is_the_files_own(spec) -> None:
+    from contrastkit.lm.gguf import build_tokenizer
+
+    tok = build_tokenizer(spec)
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == (f"<|im_start|>system\n{SMOLLM_SYSTEM}<|im_end|>\n"
+                    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_token_ids_equal_the_files_own_bpe(spec) -> None:
@@ -129,11 +143,18 @@ def test_converted_directory_reloads_the_same_tokenizer(spec, tmp_path: Path, mo
     assert model.config.num_hidden_layers == 30
     for text in SENTENCES[:3]:
         assert tok(text)["input_ids"] == reference_ids(text, spec)
+    assert tok.chat_template == spec.chat_template  # the converted directory keeps the file's chat format
     # a model saved from it (through contrastkit's Encoder) tokenizes the same after a reload
     enc = Encoder.from_pretrained(str(GGUF), pooling="mean", num_layers=1)
-    enc.save(tmp_path / "saved")
-    again = Encoder.from_pretrained(str(tmp_path / "saved"))
+    saved = enc.save(tmp_path / "saved")
+    again = Encoder.from_pretrained(str(saved))
     assert again.tokenizer(SENTENCES[2])["input_ids"] == reference_ids(SENTENCES[2], spec)
+    # ...but without the LM's chat template: sentence-transformers would wrap every text in it, contrastkit does not
+    assert enc.tokenizer.chat_template == spec.chat_template and again.tokenizer.chat_template is None
+    st = pytest.importorskip("sentence_transformers")
+    theirs = st.SentenceTransformer(str(saved), device="cpu").encode(SENTENCES[:3])
+    ours = enc.encode(SENTENCES[:3], precision="fp32")
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
 
 
 def test_unsupported_tokenizer_is_refused_naming_it(spec) -> None:

@@ -404,16 +404,16 @@ class Encoder(nn.Module):
             adapter = save_backbone(self.backbone, tmp, merge=self.adapter_save == "merged")
         saved_limit = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length  # where sentence-transformers 6 reads it
+        # sentence-transformers renders texts through a saved chat template (text -> chat message): keep only a
+        # readout's own prompt there, never the LM's chat format, which contrastkit's encode does not apply
         saved_template = getattr(self.tokenizer, "chat_template", None)
-        chat = self.readout.st_chat_template(self.tokenizer) if self.readout is not None else None
-        if chat is not None:  # sentence-transformers renders the prompt through it (text -> chat message)
-            self.tokenizer.chat_template = chat
+        self.tokenizer.chat_template = (self.readout.st_chat_template(self.tokenizer)
+                                        if self.readout is not None else None)
         try:
             self.tokenizer.save_pretrained(str(tmp))
         finally:
             self.tokenizer.model_max_length = saved_limit
-            if chat is not None:
-                self.tokenizer.chat_template = saved_template
+            self.tokenizer.chat_template = saved_template
         meta = {"pooling": self.pooling, "max_length": self.max_length, "prompt_template": self.prompt_template,
                 "normalize": self.normalize, "lowercase": self.lowercase, "format_version": 1}
         if self.readout is not None:

@@ -1,13 +1,14 @@
 """GGUF checkpoints as transformers models: dequantized weights plus a tokenizer built from the file itself.
 
 A GGUF file carries its tokenizer as metadata (llama.cpp's ``tokenizer.ggml.*`` keys: the vocabulary, the
-merges or scores, token types, special ids, BOS/EOS flags), not as a ``tokenizer.json``. transformers turns
-that metadata into a tokenizer class by heuristics that changed between releases: under 5.3.0 the directory
-it wrote reloaded as ``CodeLlamaTokenizer`` with ``legacy: false`` and turned every space of SmolLM2's text
-into ``<|endoftext|>``, with no error. So contrastkit builds the tokenizer itself with the ``tokenizers``
-library from those keys (byte-level BPE for ``gpt2`` vocabularies, SentencePiece-style BPE with byte
-fallback for ``llama`` ones), writes it as ``tokenizer.json`` with ``PreTrainedTokenizerFast`` as its class,
-and loads it back by that class, never through ``AutoTokenizer``'s guesses. Only the weights go through
+merges or scores, token types, special ids, BOS/EOS flags; ``tokenizer.chat_template``), not as a
+``tokenizer.json``. transformers turns that metadata into a tokenizer class by heuristics that changed between
+releases: under 5.3.0 the directory it wrote reloaded as ``CodeLlamaTokenizer`` with ``legacy: false`` and
+turned every space of SmolLM2's text into ``<|endoftext|>``, with no error. So contrastkit builds the
+tokenizer itself with the ``tokenizers`` library from those keys (byte-level BPE for ``gpt2`` vocabularies,
+SentencePiece-style BPE with byte fallback for ``llama`` ones), writes it as ``tokenizer.json`` with
+``PreTrainedTokenizerFast`` as its class (and the file's chat template, when it has one), and loads it back by
+that class, never through ``AutoTokenizer``'s guesses. Only the weights go through
 transformers' GGUF loader (dequantization).
 
 The conversion is cached under :func:`contrastkit.fsutil.cache_dir` ``/gguf``, keyed by the file and by
@@ -28,8 +29,9 @@ from ..fsutil import cache_dir, fresh_tmp_dir, replace_dir
 
 log = logging.getLogger("contrastkit.lm")
 
-CONVERTER_VERSION = 2
-"""Version of this converter's output; part of the cache key (1: transformers' tokenizer, unchecked)."""
+CONVERTER_VERSION = 3
+"""Version of this converter's output; part of the cache key (1: transformers' tokenizer, unchecked;
+2: no chat template)."""
 
 MARKER = "contrastkit_gguf.json"
 """File in a converted directory naming its source and converter version."""
@@ -67,6 +69,7 @@ class GGUFTokenizerSpec:
     add_eos: bool = False
     add_space_prefix: bool = False
     architecture: str = ""
+    chat_template: str | None = None
 
     def token(self, index: int | None) -> str | None:
         """The token spelled at ``index`` (None for None)."""
@@ -102,7 +105,7 @@ def read_tokenizer_spec(path: str | Path) -> GGUFTokenizerSpec:
         add_bos=bool(get("tokenizer.ggml.add_bos_token", model == "llama")),
         add_eos=bool(get("tokenizer.ggml.add_eos_token", False)),
         add_space_prefix=bool(get("tokenizer.ggml.add_space_prefix", model == "llama")),
-        architecture=get("general.architecture", ""))
+        architecture=get("general.architecture", ""), chat_template=get("tokenizer.chat_template"))
 
 
 def _byte_level(spec: GGUFTokenizerSpec) -> Any:
@@ -196,7 +199,8 @@ def build_tokenizer(spec: GGUFTokenizerSpec) -> Any:
         tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=spec.token(spec.unk_id),
-        pad_token=spec.token(spec.pad_id) or eos, clean_up_tokenization_spaces=False)
+        pad_token=spec.token(spec.pad_id) or eos, clean_up_tokenization_spaces=False,
+        chat_template=spec.chat_template)
 
 
 def load_tokenizer(directory: str | Path) -> Any:
@@ -235,6 +239,8 @@ def convert_gguf(gguf_path: str | Path) -> Path:
     tok.save_pretrained(str(tmp))
     (tmp / MARKER).write_text(json.dumps({"source": str(gguf_path), "converter_version": CONVERTER_VERSION,
                                           "tokenizer": {"model": spec.model, "pre": spec.pre,
-                                                        "add_bos": spec.add_bos}}, indent=2))
+                                                        "add_bos": spec.add_bos,
+                                                        "chat_template": spec.chat_template is not None}},
+                                          indent=2))
     replace_dir(tmp, target)
     return target
