@@ -22,6 +22,7 @@ strategies are run with ``--seeds`` (mean and std). Strategies and their paramet
 
     python benchmarks/generation_quality.py                       # >= 500 prompts, both LMs (hours on a CPU)
     python benchmarks/generation_quality.py --limit 8 --max-new-tokens 16 --seeds 0 --out ...-smoke.json
+    python benchmarks/generation_quality.py --dtype bf16 --resume   # bf16 weights; a killed run goes on
 
 Writes ``benchmarks/results/generation_quality.json`` (``--out``; rewritten after every row) with the machine
 and package versions.
@@ -122,23 +123,26 @@ def score(texts: list[str], prompts: list[str], humans: list[str], encoder: Any,
 
 
 def run_model(label: str, name: str, args: argparse.Namespace, encoder: Any, texts: list[str],
-              emit: Any) -> None:
-    """Every strategy (and seed) on one LM; ``emit(row)`` records each row as it finishes."""
+              emit: Any, done: dict[tuple[Any, ...], dict[str, Any]] | None = None) -> None:
+    """Every strategy (and seed) on one LM; ``emit(row)`` records each row as it finishes; rows already in
+    ``done`` (keyed by model, strategy, seed) are kept, not rerun."""
     import torch
 
     from contrastkit.generation import generate
     from contrastkit.lm import load_causal_lm
 
-    model, tok = load_causal_lm(name)
+    done = done or {}
+    model, tok = load_causal_lm(name, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     n_layers = model.config.get_text_config().num_hidden_layers
     prompts, humans = make_prompts(tok, texts, args.limit, args.prompt_tokens, args.max_new_tokens)
     if not prompts:
         raise SystemExit("no passage is long enough; lower --prompt-tokens / --max-new-tokens")
     human_features = encoder.encode(humans, batch_size=64)
     buckets = args.mauve_buckets if args.mauve_buckets else max(2, len(prompts) // 10)
-    human = score(humans, prompts, humans, encoder, model, tok, human_features, buckets)
-    human.pop("mauve", None)
-    emit({"model": label, "strategy": "human", "n_prompts": len(prompts), **human})
+    if (label, "human", None) not in done:
+        human = score(humans, prompts, humans, encoder, model, tok, human_features, buckets)
+        human.pop("mauve", None)
+        emit({"model": label, "strategy": "human", "n_prompts": len(prompts), **human})
     cd_layer = args.cd_layer if args.cd_layer is not None else n_layers // 2
     for strat in args.strategies:
         kind, params, sampled = STRATEGIES[strat]
@@ -148,6 +152,9 @@ def run_model(label: str, name: str, args: argparse.Namespace, encoder: Any, tex
         runs = []
         for seed in (args.seeds if sampled else [None]):
             kw = dict(params, **({"seed": seed} if seed is not None else {}))
+            if (label, strat, seed) in done:
+                runs.append({k: v for k, v in done[label, strat, seed].items() if isinstance(v, float)})
+                continue
             start = time.perf_counter()
             with torch.inference_mode():
                 done = generate(model, tok, prompts, strategy=kind, max_new_tokens=args.max_new_tokens,
@@ -160,7 +167,7 @@ def run_model(label: str, name: str, args: argparse.Namespace, encoder: Any, tex
             runs.append(row)
             emit({"model": label, "strategy": strat, "seed": seed, "params": kw, "n_prompts": len(prompts),
                   **row, "example": {"prompt": prompts[0], "continuation": conts[0]}})
-        if len(runs) > 1:
+        if len(runs) > 1 and (label, strat, "mean") not in done:
             keys = [k for k in runs[0] if isinstance(runs[0][k], float)]
             summary = {k: statistics.mean(r[k] for r in runs) for k in keys}
             summary |= {f"{k}_std": statistics.stdev(r[k] for r in runs) for k in keys}
@@ -183,12 +190,16 @@ def main() -> None:
     ap.add_argument("--mauve-buckets", type=int, default=None, help="k-means clusters (default: prompts / 10)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the LMs' weights and activations")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of --out written with the same settings; run only the missing ones")
     ap.add_argument("--out", default="benchmarks/results/generation_quality.json")
     args = ap.parse_args()
 
     import torch
 
     from contrastkit.encoders import Encoder
+    from contrastkit.fsutil import atomic_write_bytes
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,17 +210,27 @@ def main() -> None:
                            "threads": torch.get_num_threads(), "versions": versions(["mauve-text"]),
                            "args": vars(args), "rows": []}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if args.resume and Path(args.out).is_file():
+        previous = json.loads(Path(args.out).read_text())
+        same = ("source", "limit", "prompt_tokens", "max_new_tokens", "cd_layer", "encoder", "mauve_buckets",
+                "dtype")
+        changed = [k for k in same if previous["args"].get(k) != out["args"][k]]
+        if changed:
+            ap.error(f"--resume: {args.out} was written with other settings ({', '.join(changed)})")
+        out["rows"] = previous["rows"]
+        done = {(r["model"], r["strategy"], r.get("seed")): r for r in out["rows"]}
 
     def emit(row: dict[str, Any]) -> None:
         out["rows"].append(row)
         out["wall_s"] = round(time.perf_counter() - t0, 1)
-        Path(args.out).write_text(json.dumps(out, indent=2))
+        atomic_write_bytes(Path(args.out), json.dumps(out, indent=2).encode())
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                           if k not in ("example", "params")}), flush=True)
 
     for spec in args.models:
         label, _, path = spec.partition("=") if "=" in spec else (spec, "", spec)
-        run_model(label, path, args, encoder, texts, emit)
+        run_model(label, path, args, encoder, texts, emit, done)
     print(f"wrote {args.out} ({out['wall_s']} s)")
 
 

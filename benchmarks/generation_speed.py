@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--penalty-alpha", type=float, default=0.6)
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights and activations")
     ap.add_argument("--profile", action="store_true",
                     help="also profile one greedy and one contrastive-search call per row (seconds by operator group)")
     ap.add_argument("--out", default="benchmarks/results/generation_speed.json")
@@ -97,7 +98,7 @@ def main() -> None:
                            "threads": torch.get_num_threads(), "versions": versions(), "args": vars(args),
                            "results": []}
     for name in args.models:
-        model, tok = load_causal_lm(name)
+        model, tok = load_causal_lm(name, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
         prompts, _ = make_prompts(tok, texts, max(args.batch_sizes), args.prompt_tokens, 1)
         for bs in args.batch_sizes:
             enc = tok(prompts[:bs], return_tensors="pt", padding=True, padding_side="left")

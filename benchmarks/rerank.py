@@ -93,6 +93,13 @@ def score(rankings: dict[str, list[str]], task: Any) -> dict[str, float]:
     return {"ndcg@10": 100 * m["ndcg@10"], "mrr@10": 100 * m["mrr@10"], "n_queries": m["n_queries"]}
 
 
+def random_order(first: dict[str, list[str]], qids: list[str], task: Any, draws: int = 20) -> dict[str, float]:
+    """nDCG@10 / MRR@10 of the first-stage lists of ``qids`` in random order (mean of ``draws`` shuffles)."""
+    rng = random.Random(0)
+    runs = [score({q: rng.sample(first[q], len(first[q])) for q in qids}, task) for _ in range(draws)]
+    return {k: float(np.mean([r[k] for r in runs])) for k in ("ndcg@10", "mrr@10")} | {"n_queries": len(qids)}
+
+
 def reranked(reranker: Any, task: Any, first: dict[str, list[str]], qids: list[str], batch_size: int) -> dict:
     """The first-stage lists of ``qids`` reordered by ``reranker``."""
     from contrastkit.rerank import rerank_candidates
@@ -149,6 +156,8 @@ def main() -> None:
     ap.add_argument("--llm", default="smollm2-135m", help="causal LM for the LLM reranker ('none': skip)")
     ap.add_argument("--llm-views", type=int, default=1, help="prompt views of the LLM reranker (1 or 2)")
     ap.add_argument("--llm-limit", type=int, default=50, help="queries per task the LLM reranks")
+    ap.add_argument("--llm-only", action="store_true",
+                    help="retrieval and the LLM reranker only (no cross-encoder, no speed comparison)")
     ap.add_argument("--distill-steps", type=int, default=0, help="DSE distillation steps (0: skip)")
     ap.add_argument("--speed-pairs", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
@@ -173,7 +182,10 @@ def main() -> None:
     out: dict[str, Any] = {"benchmark": "rerank", "date": str(date.today()), "machine": cpu_model(),
                            "versions": versions(), "args": vars(args)}
     examples: list[Any] = []
-    if args.reranker:
+    ce_path: Path | None = None
+    if args.llm_only:
+        pass
+    elif args.reranker:
         ce_path = Path(args.reranker)
     else:
         pairs, counts = training_pairs(args.train_pairs)
@@ -190,12 +202,13 @@ def main() -> None:
                            "train_s": round(time.perf_counter() - t, 1), "history": history, "model": str(ce_path)}
         print("trained", out["training"]["train_s"], "s; loss", history[0]["loss"], "->", history[-1]["loss"],
               flush=True)
-    ce = CrossEncoderReranker.from_pretrained(str(ce_path))
+    ce = CrossEncoderReranker.from_pretrained(str(ce_path)) if ce_path is not None else None
     llm = None
     if args.llm != "none":
         llm = LLMReranker.from_pretrained(args.llm, views=DEFAULT_VIEWS[:args.llm_views])
+        out["llm_chat_template"] = llm.chat  # prompts rendered through the LM's own chat format
     student = None
-    if args.distill_steps and examples:
+    if args.distill_steps and examples and ce is not None:
         student = Encoder.from_pretrained(args.retriever)
         t = time.perf_counter()
         hist = distill_cross_encoder(student, ce, examples, steps=args.distill_steps, batch_size=args.batch_size,
@@ -211,13 +224,15 @@ def main() -> None:
         res: dict[str, Any] = {"retrieval": score(first, task)}
         res["retrieval_s"] = round(time.perf_counter() - t, 1)
         qids = list(first)
-        t = time.perf_counter()
-        res["cross-encoder"] = score(reranked(ce, task, first, qids, 64), task)
-        res["cross-encoder_s"] = round(time.perf_counter() - t, 1)
+        if ce is not None:
+            t = time.perf_counter()
+            res["cross-encoder"] = score(reranked(ce, task, first, qids, 64), task)
+            res["cross-encoder_s"] = round(time.perf_counter() - t, 1)
         if llm is not None:
             sub = qids[:args.llm_limit]
             t = time.perf_counter()
             res["retrieval@llm_queries"] = score({q: first[q] for q in sub}, task)
+            res["random@llm_queries"] = random_order(first, sub, task)
             res["llm"] = score(reranked(llm, task, first, sub, 8), task)
             res["llm_s"] = round(time.perf_counter() - t, 1)
         if student is not None:
@@ -228,26 +243,34 @@ def main() -> None:
 
     rows = []
     for name, r in results.items():
-        row = [name, r["retrieval"]["n_queries"], r["retrieval"]["ndcg@10"], r["cross-encoder"]["ndcg@10"],
-               r["retrieval"]["mrr@10"], r["cross-encoder"]["mrr@10"]]
+        row = [name, r["retrieval"]["n_queries"], r["retrieval"]["ndcg@10"], r["retrieval"]["mrr@10"]]
+        if ce is not None:
+            row[3:3] = [r["cross-encoder"]["ndcg@10"]]
+            row += [r["cross-encoder"]["mrr@10"]]
         if llm is not None:
-            row += [r["llm"]["n_queries"], r["retrieval@llm_queries"]["ndcg@10"], r["llm"]["ndcg@10"]]
+            row += [r["llm"]["n_queries"], r["retrieval@llm_queries"]["ndcg@10"],
+                    r["random@llm_queries"]["ndcg@10"], r["llm"]["ndcg@10"],
+                    r["retrieval@llm_queries"]["mrr@10"], r["llm"]["mrr@10"]]
         if student is not None:
             row += [r["distilled bi-encoder"]["ndcg@10"]]
         rows.append(row)
-    header = ["task", "queries", "nDCG@10 retrieval", f"nDCG@10 +CE@{args.k}", "MRR@10 retrieval",
-              f"MRR@10 +CE@{args.k}"]
+    header = ["task", "queries", "nDCG@10 retrieval", "MRR@10 retrieval"]
+    if ce is not None:
+        header = [*header[:3], f"nDCG@10 +CE@{args.k}", header[3], f"MRR@10 +CE@{args.k}"]
     if llm is not None:
-        header += ["LLM queries", "nDCG@10 retrieval (same queries)", f"nDCG@10 +LLM@{args.k}"]
+        header += ["LLM queries", "nDCG@10 retrieval (same queries)", f"nDCG@10 top-{args.k} shuffled",
+                   f"nDCG@10 +LLM@{args.k}",
+                   "MRR@10 retrieval (same queries)", f"MRR@10 +LLM@{args.k}"]
     if student is not None:
         header += ["nDCG@10 distilled bi-encoder"]
     out["table"] = md_table(header, rows)
     print(out["table"])
-    some = [(task.query_texts[i], task.corpus_texts[j]) for task in tasks.values()
-            for i, j in zip(range(len(task.query_texts)), range(len(task.corpus_texts)))]
-    speed_pairs = (some * (1 + args.speed_pairs // max(1, len(some))))[:args.speed_pairs]
-    out["speed"] = speed(ce_path, speed_pairs, 32, args.repeats)
-    print("speed", json.dumps(out["speed"]))
+    if ce_path is not None:
+        some = [(task.query_texts[i], task.corpus_texts[j]) for task in tasks.values()
+                for i, j in zip(range(len(task.query_texts)), range(len(task.corpus_texts)))]
+        speed_pairs = (some * (1 + args.speed_pairs // max(1, len(some))))[:args.speed_pairs]
+        out["speed"] = speed(ce_path, speed_pairs, 32, args.repeats)
+        print("speed", json.dumps(out["speed"]))
     out.update(results=results, skipped=skipped, wall_s=round(time.perf_counter() - t0, 1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

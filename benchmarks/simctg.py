@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--mauve-buckets", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="generation table: LM weights")
     ap.add_argument("--out", default="benchmarks/results/simctg.json")
     args = ap.parse_args()
 
