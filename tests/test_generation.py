@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from conftest import build_tiny_llama
+from conftest import build_tiny_llama, count_calls
 
 from contrastkit.errors import ConfigError
 from contrastkit.generation import (
@@ -232,6 +232,40 @@ def test_contrastive_search_differs_from_greedy_and_alpha_zero_is_greedy(lm):
     assert torch.equal(zero.sequences, greedy.sequences)
     cs = contrastive_search(model, ids, mask, penalty_alpha=0.6, top_k=5, max_new_tokens=STEPS, eos_token_id=EOS)
     assert cs.new_tokens() != greedy.new_tokens()
+
+
+def test_contrastive_search_tree_step_equals_the_copied_cache_step(lm, monkeypatch):
+    """Candidates as tree-masked positions of one row (no cache copy) choose what a k-fold cache copy chooses."""
+    from contrastkit.generation import decoders
+
+    model, tok = lm
+    ids, mask, _ = _batch(tok)
+    tree = contrastive_search(model, ids, mask, penalty_alpha=0.6, top_k=4, max_new_tokens=STEPS, eos_token_id=[])
+    steps = count_calls(monkeypatch, decoders, "_candidates_tree")
+    monkeypatch.setattr(decoders, "_tree_fits", lambda cache, k: False)
+    copied = contrastive_search(model, ids, mask, penalty_alpha=0.6, top_k=4, max_new_tokens=STEPS, eos_token_id=[])
+    assert torch.equal(tree.sequences, copied.sequences) and steps == [0]
+
+
+def test_contrastive_search_sliding_window_model_matches_reference(lm, monkeypatch):
+    """Gemma-3 (sliding-window layers): tree-masked steps while the window holds, cache copies once it would slide."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from contrastkit.generation import decoders
+
+    _, tok = lm
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=12, layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=2, eos_token_id=EOS, pad_token_id=0)).eval()
+    enc = tok(["the dog"], return_tensors="pt")  # one row: a window counts padding, the reference has none
+    tree_steps = count_calls(monkeypatch, decoders, "_candidates_tree")
+    out = contrastive_search(model, enc["input_ids"], enc["attention_mask"], penalty_alpha=0.6, top_k=4,
+                             max_new_tokens=STEPS, eos_token_id=[])
+    assert out.new_tokens() == _ref_decode(_ref_contrastive_search(model, 0.6, 4), [enc["input_ids"][0].tolist()],
+                                           eos=None)
+    assert 0 < tree_steps[0] < STEPS  # both kinds of step ran
 
 
 def _ref_cd(model, amateur, layer, alpha, beta, tau, penalty=1.0):

@@ -223,8 +223,10 @@ def contrastive_search(model: nn.Module, input_ids: Tensor, attention_mask: Tens
     Among the ``top_k`` most likely tokens pick ``argmax (1 - penalty_alpha) p(v) - penalty_alpha * max_j
     cos(h_v, h_j)``: model confidence minus the degeneration penalty, the largest cosine similarity between the
     candidate's last-layer hidden state ``h_v`` and those of every context token ``h_j`` (prompt and generated,
-    padding excluded). The ``top_k`` candidates of all rows run in one forward pass over a ``B * top_k`` copy of
-    the cache, which then keeps the chosen candidate's row. ``penalty_alpha=0`` is greedy search.
+    padding excluded). The ``top_k`` candidates of all rows run in one forward pass: as ``top_k`` positions of each
+    row that see the context and not each other (a tree attention mask, no copy of the cache), or, where the cache
+    cannot take that (a sliding-window layer about to drop tokens), over a ``B * top_k`` copy of the cache. The
+    cache then keeps the chosen candidate's entry. ``penalty_alpha=0`` is greedy search.
     """
     if not 0 <= penalty_alpha <= 1:
         raise ConfigError(f"penalty_alpha must be in [0, 1], got {penalty_alpha}")
@@ -242,19 +244,74 @@ def contrastive_search(model: nn.Module, input_ids: Tensor, attention_mask: Tens
     while True:
         probs = apply_repetition_penalty(logits, b.ids, b.mask, repetition_penalty).softmax(-1)
         top_probs, top_ids = probs.topk(k, dim=-1)  # (B, k)
-        cache.batch_repeat_interleave(k)
-        mask_k = torch.cat([b.mask, torch.ones_like(b.mask[:, :1])], 1).repeat_interleave(k, 0)
-        cand = _forward(model, top_ids.reshape(-1, 1), mask_k, cache, hidden=True)
-        h = F.normalize(cand.hidden_states[-1][:, -1].float(), dim=-1).view(len(rows), k, -1)  # (B, k, d)
+        step = _candidates_tree if _tree_fits(cache, k) else _candidates_copied
+        states, keep = step(model, cache, b.mask, top_ids)  # (B, k, d): the last layer's (normed) states
+        h = F.normalize(states.float(), dim=-1)
         sim = torch.einsum("bkd,btd->bkt", h, context).masked_fill(~context_mask[:, None, :], NEG_INF)
         score = (1 - penalty_alpha) * top_probs - penalty_alpha * sim.max(-1).values
         best = score.argmax(-1)  # (B,)
-        cache.batch_select_indices(rows * k + best)
-        logits = cand.logits[:, -1].float().view(len(rows), k, -1)[rows, best]
+        keep(best)
+        logits = _head(model, states[rows, best])  # the LM head on the chosen candidates only
         context = torch.cat([context, h[rows, best][:, None]], 1)
         context_mask = torch.cat([context_mask, torch.ones_like(context_mask[:, :1])], 1)
         if b.append(top_ids[rows, best]):
             return b.output()
+
+
+def _tree_fits(cache: Any, k: int) -> bool:
+    """Whether every cache layer can hold ``k`` tree-masked candidates (no sliding window drops a token)."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    for layer in cache.layers:
+        if type(layer) is DynamicSlidingWindowLayer:
+            if layer.get_seq_length() + k > layer.sliding_window - 1:
+                return False
+        elif type(layer) is not DynamicLayer:
+            return False
+    return True
+
+
+def _head(model: nn.Module, states: Tensor) -> Tensor:
+    """Next-token logits of last-layer states (already through the final norm), soft-capped where the model is."""
+    logits = model.get_output_embeddings()(states)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return (torch.tanh(logits / cap) * cap if cap else logits).float()
+
+
+def _candidates_tree(model: nn.Module, cache: Any, mask: Tensor, top_ids: Tensor) -> tuple[Tensor, Any]:
+    """Each row's ``k`` candidates as ``k`` positions at the same place, each seeing the context and itself."""
+    n, length = mask.shape
+    k = top_ids.shape[1]
+    sees = torch.cat([mask.bool()[:, None, None, :].expand(n, 1, k, length),
+                      torch.eye(k, dtype=torch.bool, device=mask.device).expand(n, 1, k, k)], -1)
+    dtype = next(model.parameters()).dtype
+    bias = torch.zeros(sees.shape, dtype=dtype, device=mask.device).masked_fill(~sees, torch.finfo(dtype).min)
+    position = mask.long().sum(-1, keepdim=True).expand(n, k)  # the next position of each row
+    out = model.get_decoder()(input_ids=top_ids, attention_mask=bias, position_ids=position, cache=cache,
+                              use_cache=True)
+
+    def keep(best: Tensor) -> None:
+        rows = torch.arange(n, device=best.device)
+        for layer in cache.layers:  # the chosen candidate's entry moves to the first candidate slot
+            for states in (layer.keys, layer.values):
+                states[:, :, length] = states[rows, :, length + best]
+        cache.crop(-(k - 1))
+
+    return out.last_hidden_state, keep
+
+
+def _candidates_copied(model: nn.Module, cache: Any, mask: Tensor, top_ids: Tensor) -> tuple[Tensor, Any]:
+    """Each row's ``k`` candidates as ``k`` rows of a ``k``-fold copy of the cache (one token each)."""
+    n, k = top_ids.shape
+    cache.batch_repeat_interleave(k)
+    mask_k = torch.cat([mask, torch.ones_like(mask[:, :1])], 1).repeat_interleave(k, 0)
+    out = model.get_decoder()(input_ids=top_ids.reshape(-1, 1), attention_mask=mask_k,
+                              position_ids=_positions(mask_k)[:, -1:], cache=cache, use_cache=True)
+
+    def keep(best: Tensor) -> None:
+        cache.batch_select_indices(torch.arange(n, device=best.device) * k + best)
+
+    return out.last_hidden_state[:, -1].view(n, k, -1), keep
 
 
 @torch.no_grad()
