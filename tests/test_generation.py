@@ -479,6 +479,7 @@ def lm_dir(tmp_path_factory: pytest.TempPathFactory, one_thread: None):
 
 
 def test_cli_generate_file_and_stdin(lm, lm_dir, tmp_path, capsys, monkeypatch):
+    import copy
     import io
     import json
 
@@ -498,6 +499,11 @@ def test_cli_generate_file_and_stdin(lm, lm_dir, tmp_path, capsys, monkeypatch):
     assert [r["completion"] for r in rows] == [c.text for c in expect]
     assert [r["num_tokens"] for r in rows] == [len(c.token_ids) for c in expect]
     assert {r["strategy"] for r in rows} == {"contrastive_search"}
+    assert main([*args, "--input", str(prompts), "--dtype", "bf16"]) == 0  # weights in bf16, as a bf16 copy runs
+    half = [json.loads(line)["completion"] for line in capsys.readouterr().out.splitlines()]
+    expect = generate(copy.deepcopy(model).to(torch.bfloat16), tok, PROMPTS, penalty_alpha=0.6, top_k=4,
+                      max_new_tokens=6)
+    assert half == [c.text for c in expect]
 
     monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS)))
     out = tmp_path / "out" / "gen.jsonl"
