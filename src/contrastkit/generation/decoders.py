@@ -160,11 +160,7 @@ def _final_norm(model: nn.Module) -> nn.Module:
 def early_exit_logits(model: nn.Module, hidden: Tensor) -> Tensor:
     """Logits of an intermediate layer's hidden states ``(..., d)``: the final norm then the LM head (and the
     model's final logit soft-capping, if any), as DoLa reads premature layers (Chuang et al., 2024)."""
-    logits = model.get_output_embeddings()(_final_norm(model)(hidden))
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits.float()
+    return _head(model, _final_norm(model)(hidden))
 
 
 def _check_layers(model: nn.Module, layers: Sequence[int], what: str) -> int:
