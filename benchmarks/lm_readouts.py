@@ -12,6 +12,7 @@ plain poolings (mean, first_last_avg, last_token), for SmolLM2-135M-Instruct and
 Readout parameters are the papers' defaults unless ``--params`` (JSON: name -> parameters) overrides them;
 rows named ``name:key=value`` come from ``--variants`` (e.g. ``--variants 'prompt:layer=-2'``).
 ``--limit N`` keeps the first N scored pairs of each task (a quick check, not comparable to the papers).
+Runs with the same settings may share the result file at the same time (say one per model, with ``--resume``).
 Writes ``benchmarks/results/lm_readouts[-TAG].json`` and prints a Markdown table (Spearman x 100).
 """
 
@@ -74,6 +75,29 @@ def limited(task: STSTask, limit: int | None, sample: int | None = None) -> STST
                    [task.groups[i] for i in keep], task.source, [*task.notes, note])
 
 
+SETTINGS = ("limit", "sample", "max_length", "precision")  # rows measured under other settings never mix
+
+
+def save(dest: Path, out: dict, mine: dict[str, set[str]]) -> None:
+    """Write ``out`` to ``dest``, first taking in the rows other runs wrote there meanwhile (under a file lock).
+
+    Two runs (say one per model) can then share one result file: each owns the rows it measures (``mine``);
+    every other row is taken from the file as it stands, if the file has the same settings.
+    """
+    import fcntl
+
+    with open(dest.with_name(dest.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.exists():
+            on_disk = json.loads(dest.read_text())
+            if all(on_disk.get(k) == out[k] for k in SETTINGS):
+                for model, rows in on_disk["results"].items():
+                    for label, row in rows.items():
+                        if label not in mine.get(model, set()):
+                            out["results"].setdefault(model, {})[label] = row  # type: ignore[index]
+        atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -108,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
     if args.resume and dest.exists():
         previous = json.loads(dest.read_text())
-        same = all(previous.get(k) == out[k] for k in ("limit", "sample", "max_length", "precision"))
+        same = all(previous.get(k) == out[k] for k in SETTINGS)
         if not same:
             ap.error(f"--resume: {dest} was written with other settings (limit, sample, max_length or precision)")
         out["results"] = previous["results"]
     results: dict[str, dict[str, dict[str, object]]] = out["results"]  # type: ignore[assignment]
+    mine: dict[str, set[str]] = {}  # the rows this run measures (save() keeps everyone else's)
     RESULTS.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     for model in args.models:
@@ -141,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                 row["seconds"] = round(row["seconds"] + time.perf_counter() - t0, 1)
                 t0 = time.perf_counter()
                 results[model][label] = row
-                # After every task: a killed run keeps what it measured.
-                atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
+                mine.setdefault(model, set()).add(label)
+                save(dest, out, mine)  # after every task: a killed run keeps what it measured
             row["avg"] = round(sum(row["scores"].values()) / len(row["scores"]), 2)
             print(f"{model:14s} {label:28s} avg {row['avg']:6.2f}  ({row['seconds']:.0f} s)", flush=True)
-            atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
+            save(dest, out, mine)
             del enc, cached
     out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
+    save(dest, out, mine)
     names = [t.name for t in tasks]
     print(f"\n| model | readout | {' | '.join(names)} | Avg. |\n|---|---|{'---|' * (len(names) + 1)}")
     for model, rows_ in results.items():

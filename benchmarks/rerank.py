@@ -22,6 +22,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def main() -> None:
                     help="training precision (bf16 autocast: ~5x faster on a CPU with AMX)")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--k", type=int, default=20, help="candidates reranked per query")
-    ap.add_argument("--tasks", nargs="+", default=TASKS)
+    ap.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     ap.add_argument("--limit", type=int, default=None, help="queries per task")
     ap.add_argument("--max-corpus", type=int, default=None, help="documents per task (smoke runs)")
     ap.add_argument("--llm", default="smollm2-135m", help="causal LM for the LLM reranker ('none': skip)")
@@ -241,28 +242,28 @@ def main() -> None:
         results[name] = res
         print(name, json.dumps({k: v for k, v in res.items() if isinstance(v, dict)}), flush=True)
 
-    rows = []
-    for name, r in results.items():
-        row = [name, r["retrieval"]["n_queries"], r["retrieval"]["ndcg@10"], r["retrieval"]["mrr@10"]]
-        if ce is not None:
-            row[3:3] = [r["cross-encoder"]["ndcg@10"]]
-            row += [r["cross-encoder"]["mrr@10"]]
-        if llm is not None:
-            row += [r["llm"]["n_queries"], r["retrieval@llm_queries"]["ndcg@10"],
-                    r["random@llm_queries"]["ndcg@10"], r["llm"]["ndcg@10"],
-                    r["retrieval@llm_queries"]["mrr@10"], r["llm"]["mrr@10"]]
-        if student is not None:
-            row += [r["distilled bi-encoder"]["ndcg@10"]]
-        rows.append(row)
-    header = ["task", "queries", "nDCG@10 retrieval", "MRR@10 retrieval"]
+    def col(column: str, metric: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda r: r[column][metric]
+
+    k = args.k
+    columns: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        ("queries", col("retrieval", "n_queries")), ("nDCG@10 retrieval", col("retrieval", "ndcg@10"))]
     if ce is not None:
-        header = [*header[:3], f"nDCG@10 +CE@{args.k}", header[3], f"MRR@10 +CE@{args.k}"]
+        columns.append((f"nDCG@10 +CE@{k}", col("cross-encoder", "ndcg@10")))
+    columns.append(("MRR@10 retrieval", col("retrieval", "mrr@10")))
+    if ce is not None:
+        columns.append((f"MRR@10 +CE@{k}", col("cross-encoder", "mrr@10")))
     if llm is not None:
-        header += ["LLM queries", "nDCG@10 retrieval (same queries)", f"nDCG@10 top-{args.k} shuffled",
-                   f"nDCG@10 +LLM@{args.k}",
-                   "MRR@10 retrieval (same queries)", f"MRR@10 +LLM@{args.k}"]
+        columns += [("LLM queries", col("llm", "n_queries")),
+                    ("nDCG@10 retrieval (same queries)", col("retrieval@llm_queries", "ndcg@10")),
+                    (f"nDCG@10 top-{k} shuffled", col("random@llm_queries", "ndcg@10")),
+                    (f"nDCG@10 +LLM@{k}", col("llm", "ndcg@10")),
+                    ("MRR@10 retrieval (same queries)", col("retrieval@llm_queries", "mrr@10")),
+                    (f"MRR@10 +LLM@{k}", col("llm", "mrr@10"))]
     if student is not None:
-        header += ["nDCG@10 distilled bi-encoder"]
+        columns.append(("nDCG@10 distilled bi-encoder", col("distilled bi-encoder", "ndcg@10")))
+    header = ["task", *(title for title, _ in columns)]
+    rows = [[name, *(value(r) for _, value in columns)] for name, r in results.items()]
     out["table"] = md_table(header, rows)
     print(out["table"])
     if ce_path is not None:

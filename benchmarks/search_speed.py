@@ -72,25 +72,26 @@ def _senteval_texts() -> list[str]:
 
 
 def _embedded(texts: list[str], model: str, threads: int) -> np.ndarray:
-    """Unit vectors of ``texts`` under ``model``, cached by the texts' and model's hash."""
-    import hashlib
-
-    key = hashlib.sha256("\n".join([model, *texts]).encode()).hexdigest()[:16]
-    cache = Path("runs/search_speed") / f"{model.replace('/', '_')}-{len(texts)}-{key}.npy"
-    if cache.exists():
-        return np.load(cache)
+    """Unit vectors of ``texts`` under ``model``, kept on disk by ``EmbeddingCache`` between runs."""
     import torch
 
     from contrastkit.encoders import Encoder
-    from contrastkit.fsutil import atomic_save_npy
+    from contrastkit.evaluation.cache import EmbeddingCache, model_fingerprint
 
     torch.set_num_threads(threads)
-    t = time.perf_counter()
-    x = Encoder.from_pretrained(model).encode(texts, batch_size=256, normalize=True, show_progress=True)
-    print(f"encoded {len(texts)} texts in {time.perf_counter() - t:.0f} s", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(cache, np.asarray(x, dtype=np.float32))  # a killed run leaves no half-written cache
-    return np.load(cache)
+    encoder = None
+
+    def encode(batch: list[str]) -> np.ndarray:
+        nonlocal encoder
+        encoder = encoder or Encoder.from_pretrained(model)  # loaded only when something is not cached
+        t = time.perf_counter()
+        x = encoder.encode(batch, batch_size=256, normalize=True, show_progress=True)
+        print(f"encoded {len(batch)} texts in {time.perf_counter() - t:.0f} s", flush=True)
+        return np.asarray(x, dtype=np.float32)
+
+    cache = EmbeddingCache(encode, cache_dir="runs/search_speed", fingerprint=model_fingerprint(model, "unit"),
+                           model_info={"model": model, "normalize": True})
+    return np.asarray(cache(texts), dtype=np.float32)
 
 
 def _index_mb(index) -> float:
