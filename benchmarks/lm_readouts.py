@@ -8,6 +8,7 @@ plain poolings (mean, first_last_avg, last_token), for SmolLM2-135M-Instruct and
     python benchmarks/lm_readouts.py --limit 50 --models smollm2-135m # smoke run: 50 pairs per task
     python benchmarks/lm_readouts.py --sample 500 --tag sample500     # every row on 500 random pairs per task
     python benchmarks/lm_readouts.py --readouts prompt echo --params '{"echo": {"pool": "last"}}'
+    python benchmarks/lm_readouts.py --print-only                     # the table of the result file (BENCHMARKS.md)
 
 Readout parameters are the papers' defaults unless ``--params`` (JSON: name -> parameters) overrides them;
 rows named ``name:key=value`` come from ``--variants`` (e.g. ``--variants 'prompt:layer=-2'``).
@@ -46,6 +47,33 @@ MODELS = ("smollm2-135m", "gemma3-270m")
 BASELINES = ("mean", "first_last_avg", "last_token")
 # Echo appears twice (mean and last token over the second copy).
 DEFAULT_ROWS = (*BASELINES, *(n for n in READOUTS if n != "echo"), "echo:pool=mean", "echo:pool=last")
+
+
+LABELS = {"prompt": "PromptEOL (last layer)", "prompt_icl": "PromptEOL + 1 demonstration (ICL)",
+          "metaeol": "MetaEOL (8 meta-task prompts, last layer)", "pretended_cot": "Pretended CoT (layer -2)",
+          "knowledge": "Knowledge Enhancement (layer -2)", "contrastive_prompt": "Contrastive Prompting",
+          "token_prepending": "Token Prepending", "echo:pool=mean": "Echo, mean of 2nd copy",
+          "echo:pool=last": "Echo, last token"}
+SHORT = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """The Markdown table of a result file: one row per model x readout (papers' names), wall seconds and threads.
+
+    A row still in progress shows its finished tasks, a dash for the rest and "(running)" for the average.
+    """
+    names = list(SIMCSE_TASKS)
+    order = {label: i for i, label in enumerate(DEFAULT_ROWS)}
+    lines = [f"| model | readout | {' | '.join(SHORT.get(n, n) for n in names)} | Avg. | s |",
+             f"|---|---|{'---:|' * (len(names) + 2)}"]
+    for model, rows in results.items():
+        for label, r in sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))):
+            cells = " | ".join(f"{r['scores'][n]:.2f}" if n in r["scores"] else "–" for n in names)
+            avg = f"**{r['avg']:.2f}**" if "avg" in r else "(running)"
+            threads = r.get("threads")
+            secs = f"{r['seconds']:.0f}" + (f" ({threads} thread{'s' * (threads != 1)})" if threads else "")
+            lines.append(f"| {model} | {LABELS.get(label, label)} | {cells} | {avg} | {secs} |")
+    return "\n".join(lines)
 
 
 def parse_row(row: str) -> tuple[str, dict[str, object]]:
@@ -115,9 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--data-dir", default=None, help="SentEval data root (default: the usual places)")
     ap.add_argument("--tag", default="", help="suffix of the result file")
+    ap.add_argument("--print-only", action="store_true", help="print the result file's table and exit")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in the result file (same settings) and run only the missing ones")
     args = ap.parse_args(argv)
+    dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
+    if args.print_only:
+        if not dest.exists():
+            ap.error(f"--print-only: no result file {dest}")
+        print(table(json.loads(dest.read_text())["results"]))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = json.loads(args.params)
@@ -129,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         "limit": args.limit, "sample": args.sample, "max_length": args.max_length, "precision": args.precision,
         "batch_size": args.batch_size, "machine": cpu_model(), "threads": torch.get_num_threads(),
         "versions": versions(), "results": {}}
-    dest = RESULTS / f"lm_readouts{'-' + args.tag if args.tag else ''}.json"
     if args.resume and dest.exists():
         previous = json.loads(dest.read_text())
         same = all(previous.get(k) == out[k] for k in SETTINGS)
@@ -149,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             # A row in progress keeps its finished tasks: a killed run resumes at the next task (--resume).
             row = row or {"scores": {}, "seconds": 0.0, "threads": torch.get_num_threads()}
+            if str(row.get("threads")).split("+")[-1] != str(torch.get_num_threads()):  # resumed on other threads
+                row["threads"] = f"{row['threads']}+{torch.get_num_threads()}"
             readout = {**overrides.get(name, {}), **params} if name in READOUTS else None
             t0 = time.perf_counter()
             enc = Encoder.from_pretrained(model, pooling=name, max_length=args.max_length, readout=readout)
@@ -174,12 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             del enc, cached
     out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
     save(dest, out, mine)
-    names = [t.name for t in tasks]
-    print(f"\n| model | readout | {' | '.join(names)} | Avg. |\n|---|---|{'---|' * (len(names) + 1)}")
-    for model, rows_ in results.items():
-        for label, r in rows_.items():
-            cells = " | ".join(f"{r['scores'].get(n, float('nan')):.2f}" for n in names)  # type: ignore[union-attr]
-            print(f"| {model} | {label} | {cells} | {r.get('avg', float('nan')):.2f} |")
+    print("\n" + table(out["results"]))  # type: ignore[arg-type]
     print(f"\nwrote {dest} ({out['wall_seconds']} s)")
     return 0
 
