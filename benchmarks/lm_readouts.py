@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             row = row or {"scores": {}, "seconds": 0.0, "threads": torch.get_num_threads()}
             if str(row.get("threads")).split("+")[-1] != str(torch.get_num_threads()):  # resumed on other threads
                 row["threads"] = f"{row['threads']}+{torch.get_num_threads()}"
-            if row.setdefault("machine", cpu_model()) != cpu_model():  # resumed on another machine
-                row["machine"] = f"{row['machine']} + {cpu_model()}"
+            machine = row.get("machine", "unrecorded" if row["scores"] else cpu_model())
+            row["machine"] = machine if machine.split(" + ")[-1] == cpu_model() else f"{machine} + {cpu_model()}"
             readout = {**overrides.get(name, {}), **params} if name in READOUTS else None
             t0 = time.perf_counter()
             enc = Encoder.from_pretrained(model, pooling=name, max_length=args.max_length, readout=readout)
