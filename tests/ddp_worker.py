@@ -2,7 +2,8 @@
 
 argv: TINY_BERT_DIR OUT_DIR. Per rank: trains with cross-device negatives and gradient accumulation under
 DistributedDataParallel (the Trainer's), records which examples this rank read, then resumes a copy of
-the run from its step-2 checkpoint and trains it to the same end.
+the run from its step-2 checkpoint and trains it to the same end; last, trains through a step loss
+(``Trainer.for_step_loss``, each rank's loss over its own rows).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contrastkit.samplers import RandomBatches  # noqa: E402
 from contrastkit.training.negatives import CrossDeviceNegatives  # noqa: E402
 from contrastkit.training.trainer import Trainer  # noqa: E402
 from contrastkit.views import embed_batch  # noqa: E402
-from test_ddp import BATCH, EXAMPLES, SEED, Recording, loss_fn, train_config  # noqa: E402
+from test_ddp import BATCH, EXAMPLES, SEED, Recording, loss_fn, step_loss, train_config  # noqa: E402
 
 
 def weights(enc: Encoder) -> dict[str, torch.Tensor]:
@@ -55,6 +56,13 @@ def main() -> None:
     Trainer(enc, loss_fn, embed_batch, train_config(again), negatives=CrossDeviceNegatives()).fit(
         RandomBatches(EXAMPLES, BATCH, seed=SEED), resume=True)
     save_file(weights(enc), str(out / f"resumed-rank{rank}.safetensors"))
+
+    # a step loss (a model that is not handed to a loss as embeddings): each rank's loss over its own rows
+    torch.manual_seed(0)
+    enc = Encoder.from_pretrained(model, dropout=0.0)
+    Trainer.for_step_loss(enc, step_loss, train_config(out / "step-loss"), save=enc.save).fit(
+        RandomBatches(EXAMPLES, BATCH, seed=SEED))
+    save_file(weights(enc), str(out / f"step-loss-rank{rank}.safetensors"))
 
 
 if __name__ == "__main__":

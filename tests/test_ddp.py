@@ -4,7 +4,9 @@ The run under test: cross-device negatives with hard-negative columns, an uneven
 (7 rows: 4 + 3, the epoch's last batch 2 + 1), gradient accumulation over 2 micro-batches and 3 optimizer
 steps crossing an epoch boundary, launched as two torchrun "nodes" on localhost (``--nnodes 2`` with a c10d
 rendezvous endpoint). It must end with the weights of one process training on the concatenated batches,
-each rank must have read only its own disjoint rows, and a resume from a checkpoint must end the same.
+each rank must have read only its own disjoint rows, and a resume from a checkpoint must end the same. A run
+through a step loss (``Trainer.for_step_loss``: each rank's loss over its own rows) must follow, and log, the
+mean of the ranks' losses.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ only in the order of floating-point sums)."""
 def loss_fn(a, p, n):
     # alpha != 1 weights only each anchor's OWN hard negative: a wrong label/column layout would show
     return infonce(a, p, n, temperature=0.05, hard_negative_weight=2.0)
+
+
+def step_loss(model, batch):
+    """The in-batch loss of one rank's rows, computed whole (as a cross-encoder's or an LM's step loss is)."""
+    return loss_fn(*embed_batch(model, batch))
+
+
+def two_rank_mean_loss(model, batch):
+    """One process's stand-in for two ranks under DDP: the mean of the step losses of the batch's two shards."""
+    rows, first = list(batch), split_sizes(len(batch), 2)[0]
+    return (step_loss(model, rows[:first]) + step_loss(model, rows[first:])) / 2
 
 
 def train_config(output_dir: Path) -> TrainConfig:
@@ -164,3 +177,16 @@ def test_two_nodes_ddp_match_one_process(tiny_bert: Path, tmp_path: Path):
     for r in (0, 1):
         resumed = load_file(str(tmp_path / f"resumed-rank{r}.safetensors"))
         assert all(torch.equal(resumed[k], trained[0][k]) for k in want), r
+
+    # a step loss: DDP averages the ranks' gradients, so the run equals one process stepping on the mean of
+    # the two shards' losses, and the logged loss is that mean (not rank 0's own)
+    torch.manual_seed(0)
+    ref = Encoder.from_pretrained(str(tiny_bert), dropout=0.0)
+    result = Trainer.for_step_loss(ref, two_rank_mean_loss, train_config(tmp_path / "step-single"),
+                                   save=ref.save).fit(RandomBatches(EXAMPLES, BATCH, seed=SEED))
+    stepped = [load_file(str(tmp_path / f"step-loss-rank{r}.safetensors")) for r in (0, 1)]
+    assert all(torch.equal(stepped[0][k], stepped[1][k]) for k in want)
+    assert max(float((stepped[0][k] - ref.state_dict()[k]).abs().max()) for k in want) <= WEIGHT_ATOL
+    assert max(float((stepped[0][k] - trained[0][k]).abs().max()) for k in want) > 1e-4  # not the other run
+    logged = [json.loads(ln)["loss"] for ln in (tmp_path / "step-loss" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([r["loss"] for r in result.history], abs=1e-5)

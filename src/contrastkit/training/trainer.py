@@ -255,8 +255,9 @@ class Trainer:
                     step = state["step"]
                     if step % cfg.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - window_start
-                        row = {"step": step, "epoch": state["epoch"],
-                               **{name: value / window_batches for name, value in window_losses.items()},
+                        means = _rank_mean({name: value / window_batches for name, value in window_losses.items()},
+                                           self.encoder.device)
+                        row = {"step": step, "epoch": state["epoch"], **means,
                                "lr": sched.get_last_lr()[0], "sentences_per_s": window_samples / elapsed,
                                "elapsed_s": time.perf_counter() - start_time}
                         mlog.write(json.dumps(row) + "\n")
@@ -430,6 +431,15 @@ def _agree(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return bool(t.item())
+
+
+def _rank_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The mean of each value over the ranks (the loss the step followed; rank 0 alone sees only its rows)."""
+    if not distributed.is_distributed() or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return dict(zip(values, (t / distributed.world_size()).tolist()))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
