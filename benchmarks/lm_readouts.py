@@ -47,8 +47,7 @@ MODELS = ("smollm2-135m", "gemma3-270m")
 BASELINES = ("mean", "first_last_avg", "last_token")
 # Echo appears twice (mean and last token over the second copy).
 DEFAULT_ROWS = (*BASELINES, *(n for n in READOUTS if n != "echo"), "echo:pool=mean", "echo:pool=last")
-
-
+SETTINGS = ("limit", "sample", "max_length", "precision")  # rows measured under other settings never mix
 LABELS = {"prompt": "PromptEOL (last layer)", "prompt_icl": "PromptEOL + 1 demonstration (ICL)",
           "metaeol": "MetaEOL (8 meta-task prompts, last layer)", "pretended_cot": "Pretended CoT (layer -2)",
           "knowledge": "Knowledge Enhancement (layer -2)", "contrastive_prompt": "Contrastive Prompting",
@@ -101,9 +100,6 @@ def limited(task: STSTask, limit: int | None, sample: int | None = None) -> STST
         return task
     return STSTask(task.name, [task.pairs[i] for i in keep], [task.scores[i] for i in keep],
                    [task.groups[i] for i in keep], task.source, [*task.notes, note])
-
-
-SETTINGS = ("limit", "sample", "max_length", "precision")  # rows measured under other settings never mix
 
 
 def save(dest: Path, out: dict, mine: dict[str, set[str]]) -> None:
