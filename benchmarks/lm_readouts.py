@@ -147,7 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_only:
         if not dest.exists():
             ap.error(f"--print-only: no result file {dest}")
-        print(table(json.loads(dest.read_text())["results"]))
+        results = json.loads(dest.read_text())["results"]
+        print(table(results))
+        sample = RESULTS / "lm_readouts-sample500.json"
+        if sample.exists() and dest != sample:  # how far each finished row is from its 500-pair figure
+            other = json.loads(sample.read_text())["results"]
+            diffs = [r["avg"] - other[m][label]["avg"] for m, rows in results.items() for label, r in rows.items()
+                     if "avg" in r and "avg" in other.get(m, {}).get(label, {})]
+            if diffs:
+                print(f"\nvs {sample.name}: {len(diffs)} rows, differences {min(diffs):+.2f} to {max(diffs):+.2f}, "
+                      f"mean |difference| {sum(map(abs, diffs)) / len(diffs):.2f}")
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
