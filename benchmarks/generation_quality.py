@@ -157,12 +157,12 @@ def run_model(label: str, name: str, args: argparse.Namespace, encoder: Any, tex
                 continue
             start = time.perf_counter()
             with torch.inference_mode():
-                done = generate(model, tok, prompts, strategy=kind, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, **kw)
+                outputs = generate(model, tok, prompts, strategy=kind, max_new_tokens=args.max_new_tokens,
+                                   batch_size=args.batch_size, **kw)
             seconds = time.perf_counter() - start
-            conts = [c.text for c in done]
+            conts = [c.text for c in outputs]
             row = score(conts, prompts, humans, encoder, model, tok, human_features, buckets)
-            row["tokens_per_s"] = sum(len(c.token_ids) for c in done) / seconds
+            row["tokens_per_s"] = sum(len(c.token_ids) for c in outputs) / seconds
             row["gen_seconds"] = round(seconds, 2)
             runs.append(row)
             emit({"model": label, "strategy": strat, "seed": seed, "params": kw, "n_prompts": len(prompts),

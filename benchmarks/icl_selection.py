@@ -9,9 +9,11 @@ its own ``--pool-size`` demonstration pool (and the random selector's draws), as
 
     python benchmarks/icl_selection.py                                              # the full table (slow on CPU)
     python benchmarks/icl_selection.py --limit 20 --models smollm2-135m --tasks SST2 --seeds 0 --tag smoke
+    python benchmarks/icl_selection.py --dtype bf16 --threads 2 --resume   # a killed run goes on at its next row
+    python benchmarks/icl_selection.py --print-only                          # the table of the result file
 
-Writes ``benchmarks/results/icl_selection[-TAG].json`` (after every row) and prints a Markdown table of
-mean +- std over seeds.
+Writes ``benchmarks/results/icl_selection[-TAG].json`` (after every row; each row records its machine and
+threads) and prints a Markdown table of mean +- std over seeds.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model, versions  # noqa: E402
 
 from contrastkit.encoders import Encoder  # noqa: E402
+from contrastkit.fsutil import atomic_write_bytes  # noqa: E402
 from contrastkit.icl import (  # noqa: E402
     CLASSIFICATION_TASKS,
     ICL_TASKS,
@@ -103,7 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--data-dir", default=None, help="SentEval data root (default: the usual places)")
     ap.add_argument("--tag", default="", help="suffix of the result file")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the LMs' weights and activations")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of the result file (same settings) and run only the missing ones")
+    ap.add_argument("--print-only", action="store_true", help="print the table of the result file and exit")
     args = ap.parse_args(argv)
+    dest = RESULTS / f"icl_selection{'-' + args.tag if args.tag else ''}.json"
+    if args.print_only:
+        print_table(json.loads(dest.read_text())["results"])
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     params = {**DEFAULT_PARAMS, **{k: {**DEFAULT_PARAMS.get(k, {}), **v} for k, v in json.loads(args.params).items()}}
@@ -121,16 +132,26 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "protocol": ("label-word log-likelihood (chrF for KJV-WEB, greedy to end of line); demonstrations most "
                      "important nearest the query; queries fixed, pool drawn per seed"),
-        "encoder": args.encoder, "limit": args.limit, "pool_size": pool_size, "selector_params": params,
+        "encoder": args.encoder, "limit": args.limit, "pool_size": pool_size, "dtype": args.dtype,
+        "selector_params": params,
         "tasks": {n: {"notes": t.notes, "n_queries": len(t.test_texts if isinstance(t, ClassificationTask)
                                                          else t.test_sources)} for n, t in tasks.items()},
         "machine": cpu_model(), "threads": torch.get_num_threads(), "versions": versions(["sacrebleu"]),
         "results": []}
-    dest = RESULTS / f"icl_selection{'-' + args.tag if args.tag else ''}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
+    done: set[tuple[Any, ...]] = set()
+    if args.resume and dest.is_file():
+        previous = json.loads(dest.read_text())
+        same = ("encoder", "limit", "pool_size", "selector_params")
+        changed = [k for k in same if previous.get(k) != out[k]] + \
+            (["dtype"] if previous.get("dtype", "fp32") != args.dtype else [])
+        if changed:
+            ap.error(f"--resume: {dest} was written with other settings ({', '.join(changed)})")
+        out["results"], out["tasks"] = previous["results"], {**previous["tasks"], **out["tasks"]}
+        done = {_key(r) for r in out["results"]}
     results: list[dict[str, Any]] = out["results"]
     for model_name in args.models:
-        model, tok = load_causal_lm(model_name)
+        model, tok = load_causal_lm(model_name, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
         for tname, base in tasks.items():
             for seed in args.seeds:
                 task = subsample_pool(base, pool_size, seed)
@@ -142,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     for sel in args.selectors:
                         for cal in ((False, True) if args.calibrate and isinstance(task, ClassificationTask)
                                     else (False,)):
+                            if (model_name, tname, k, sel, seed, cal) in done:
+                                continue
                             if isinstance(task, ClassificationTask):
                                 res = evaluate_classification(model, tok, task, pool_e, test_e, selector=sel, k=k,
                                                               seed=seed, calibrate=cal,
@@ -151,18 +174,23 @@ def main(argv: list[str] | None = None) -> int:
                                 res = evaluate_rewriting(model, tok, task, pool_e, test_e, selector=sel, k=k,
                                                          seed=seed, selector_params=params.get(sel),
                                                          batch_size=args.batch_size)
-                            row = {"model": model_name, **res.to_dict()}
+                            row = {"model": model_name, **res.to_dict(), "machine": cpu_model(),
+                                   "threads": torch.get_num_threads()}
                             results.append(row)
                             print(f"{model_name:14s} {tname:8s} k={k} {sel:15s}{' cal' if cal else '    '} "
                                   f"seed {seed}: {res.metric} {res.score:6.2f} ({res.seconds:.0f} s)", flush=True)
                             out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-                            dest.write_text(json.dumps(out, indent=2))
+                            atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
         del model
     out["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    dest.write_text(json.dumps(out, indent=2))
+    atomic_write_bytes(dest, json.dumps(out, indent=2).encode())
     print_table(results)
     print(f"\nwrote {dest} ({out['wall_seconds']} s)")
     return 0
+
+
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row["model"], row["task"], row["k"], row["selector"], row["seed"], row["calibrate"]
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
