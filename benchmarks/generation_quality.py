@@ -23,6 +23,7 @@ strategies are run with ``--seeds`` (mean and std). Strategies and their paramet
     python benchmarks/generation_quality.py                       # >= 500 prompts, both LMs (hours on a CPU)
     python benchmarks/generation_quality.py --limit 8 --max-new-tokens 16 --seeds 0 --out ...-smoke.json
     python benchmarks/generation_quality.py --dtype bf16 --resume   # bf16 weights; a killed run goes on
+    python benchmarks/generation_quality.py --print-only            # the table of the result file
 
 Writes ``benchmarks/results/generation_quality.json`` (``--out``; rewritten after every row) with the machine
 and package versions.
@@ -175,6 +176,35 @@ def run_model(label: str, name: str, args: argparse.Namespace, encoder: Any, tex
                   **summary})
 
 
+COLUMNS = (("rep-2", "rep-2", 2), ("rep-3", "rep-3", 2), ("rep-4", "rep-4", 2), ("diversity", "diversity", 3),
+           ("MAUVE", "mauve", 3), ("coherence", "coherence", 3), ("gen. ppl", "gen_ppl", 2),
+           ("tok/s", "tokens_per_s", 0))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per (model, strategy) in run order; a sampled strategy's cells are mean ± std over
+    its seeds (the number of seeds after its name); the human continuations first, as the reference."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("seed") != "mean":
+            groups.setdefault((r["model"], r["strategy"]), []).append(r)
+    lines = ["| model | strategy | " + " | ".join(c for c, _, _ in COLUMNS) + " |",
+             "|---|---|" + "---:|" * len(COLUMNS)]
+    for (model, strategy), runs in groups.items():
+        cells = []
+        for _, key, digits in COLUMNS:
+            values = [r[key] for r in runs if isinstance(r.get(key), float)]
+            if not values:
+                cells.append("–")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.{digits}f}")
+            else:
+                cells.append(f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}")
+        name = f"{strategy} ({len(runs)} seeds)" if len(runs) > 1 else strategy
+        lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"],
@@ -193,8 +223,12 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the LMs' weights and activations")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows of --out written with the same settings; run only the missing ones")
+    ap.add_argument("--print-only", action="store_true", help="print the table of --out and exit")
     ap.add_argument("--out", default="benchmarks/results/generation_quality.json")
     args = ap.parse_args()
+    if args.print_only:
+        print(table(json.loads(Path(args.out).read_text())["rows"]))
+        return
 
     import torch
 
@@ -231,6 +265,7 @@ def main() -> None:
     for spec in args.models:
         label, _, path = spec.partition("=") if "=" in spec else (spec, "", spec)
         run_model(label, path, args, encoder, texts, emit, done)
+    print("\n" + table(out["rows"]))
     print(f"wrote {args.out} ({out['wall_s']} s)")
 
 

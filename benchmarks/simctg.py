@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model, versions  # noqa: E402
-from generation_quality import passages, run_model  # noqa: E402
+from generation_quality import passages, run_model, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,6 +156,8 @@ def main() -> None:
     for label, path in models.items():
         run_model(label, path, args, encoder, held, emit, done)
     save()
+    print("\nisotropy (mean token self-similarity):", json.dumps(out["isotropy"]))
+    print(table(out["rows"]))
     print(f"wrote {args.out} ({out['wall_s']} s)")
 
 
