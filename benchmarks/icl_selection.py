@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     pool_e, test_e = embed(task.pool_texts), embed(task.test_texts)
                 else:
                     pool_e, test_e = embed(task.pool_sources), embed(task.test_sources)
+                score_cache: dict[Any, float] = {}  # sequential: k = 4 is k = 8's first four steps
                 for k in args.ks:
                     for sel in args.selectors:
                         for cal in ((False, True) if args.calibrate and isinstance(task, ClassificationTask)
@@ -169,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                                 res = evaluate_classification(model, tok, task, pool_e, test_e, selector=sel, k=k,
                                                               seed=seed, calibrate=cal,
                                                               selector_params=params.get(sel),
-                                                              batch_size=args.batch_size)
+                                                              batch_size=args.batch_size, score_cache=score_cache)
                             else:
                                 res = evaluate_rewriting(model, tok, task, pool_e, test_e, selector=sel, k=k,
                                                          seed=seed, selector_params=params.get(sel),
-                                                         batch_size=args.batch_size)
+                                                         batch_size=args.batch_size, score_cache=score_cache)
                             row = {"model": model_name, **res.to_dict(), "machine": cpu_model(),
                                    "threads": torch.get_num_threads()}
                             results.append(row)

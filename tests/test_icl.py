@@ -272,6 +272,48 @@ def test_harness_sequential_and_label_coverage(llama):
         evaluate_classification(model, tok, task, emb[:7], emb[8:])
 
 
+def test_sequential_score_cache_serves_a_smaller_k(llama):
+    model, tok = llama
+    task = _toy_task()
+    emb = _bow(task.pool_texts + task.test_texts)
+    kw = dict(selector="sequential", selector_params={"n_candidates": 4})
+    cache: dict = {}
+    three = evaluate_classification(model, tok, task, emb[:8], emb[8:], k=3, score_cache=cache, **kw)
+    filled = dict(cache)
+    two = evaluate_classification(model, tok, task, emb[:8], emb[8:], k=2, score_cache=cache, **kw)
+    assert cache == filled  # every score of k = 2 was already there: greedy k = 2 is k = 3's first two steps
+    assert two.selections == [s[:2] for s in three.selections]
+    assert two.selections == evaluate_classification(model, tok, task, emb[:8], emb[8:], k=2, **kw).selections
+    assert two.predictions == evaluate_classification(model, tok, task, emb[:8], emb[8:], k=2, **kw).predictions
+
+
+def test_rewriting_sequential_equals_hand_scoring(llama):
+    model, tok = llama
+    src = ["the man reads a book", "a dog runs in the park", "the child plays music", "a boy reads the book",
+           "the man plays music", "a child reads a book"]
+    tgt = ["a man reads the book", "the dog runs on the field", "a child plays a song", "the boy reads a book",
+           "a man plays a song", "the child reads the book"]
+    task = RewriteTask("toy", "KJV: {source}\nWEB: {target}", src[:5], tgt[:5], src[5:], tgt[5:])
+    emb = _bow(src)
+    cache: dict = {}
+    seq = evaluate_rewriting(model, tok, task, emb[:5], emb[5:], selector="sequential", k=2, max_new_tokens=3,
+                             selector_params={"n_candidates": 3}, score_cache=cache)
+    order = [int(i) for i in np.argsort(-(emb[:5] @ emb[5]) / np.linalg.norm(emb[:5], axis=1), kind="stable")]
+    cand, proxy = order[:3], order[3]  # the nearest pool item after the candidates stands in for the query
+
+    def lp(s: list[int]) -> float:
+        demos = [(src[i], tgt[i]) for i in reversed(s)]
+        return direct_logprob(model, tok, build_prompt(task.template, demos, src[proxy]), " " + tgt[proxy])
+
+    chosen: list[int] = []
+    for _ in range(2):
+        chosen.append(max((c for c in cand if c not in chosen), key=lambda c: lp(chosen + [c])))
+    assert seq.selections == [chosen]
+    assert len(cache) == 3 + 2  # every extension scored once, each equal to its unbatched log-likelihood
+    for (qi, s), value in cache.items():
+        assert qi == 0 and value == pytest.approx(lp(list(s)), abs=1e-4)
+
+
 def test_rewriting_harness_runs_and_chrf(llama):
     model, tok = llama
     src = ["the man reads a book", "a dog runs in the park", "the child plays music", "a cat sleeps on the bed"]

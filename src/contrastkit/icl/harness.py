@@ -74,16 +74,36 @@ def _prompt_order(selected: Sequence[int]) -> list[int]:
     return list(reversed(selected))
 
 
+ScoreCache = dict[tuple[int, tuple[int, ...]], float]
+"""Sequential selection's scores by (query index, demonstration sequence), for one task, pool and scorer."""
+
+
+def _memoized(scorer: Callable[[int, list[list[int]]], Sequence[float]],
+              cache: ScoreCache) -> Callable[[int, list[list[int]]], list[float]]:
+    def score(qi: int, seqs: list[list[int]]) -> list[float]:
+        missing = [s for s in seqs if (qi, tuple(s)) not in cache]
+        if missing:
+            cache.update({(qi, tuple(s)): float(v) for s, v in zip(missing, scorer(qi, missing))})
+        return [cache[qi, tuple(s)] for s in seqs]
+
+    return score
+
+
 def select_for_queries(selector: str, query_embs: np.ndarray, pool_embs: np.ndarray, k: int, *, seed: int = 0,
                        labels: Sequence[Any] | None = None, params: dict[str, Any] | None = None,
-                       scorer: Callable[[int, list[list[int]]], Sequence[float]] | None = None) -> list[list[int]]:
+                       scorer: Callable[[int, list[list[int]]], Sequence[float]] | None = None,
+                       score_cache: ScoreCache | None = None) -> list[list[int]]:
     """Each query's demonstrations (pool indices, selection order) by the named selector.
 
     ``random`` draws from one generator seeded by ``seed``; ``label_coverage`` needs ``labels``;
-    ``sequential`` needs ``scorer(query_index, sequences) -> one score per sequence``.
+    ``sequential`` needs ``scorer(query_index, sequences) -> one score per sequence``. ``score_cache`` keeps
+    the scorer's values across calls on the same queries, pool and scorer: sequential selection of k examples
+    repeats the first k steps of any larger k, so a run over k = 4 then 8 scores steps 1-4 once.
     """
     if selector not in SELECTORS:
         raise ConfigError(f"unknown selector '{selector}'; choose one of {', '.join(SELECTORS)}")
+    if scorer is not None and score_cache is not None:
+        scorer = _memoized(scorer, score_cache)
     fn = SELECTORS[selector]
     params = dict(params or {})
     rng = np.random.default_rng(seed)
@@ -115,12 +135,13 @@ def evaluate_classification(model: Any, tokenizer: Any, task: ClassificationTask
                             *, selector: str = "knn", k: int = 4, seed: int = 0, calibrate: bool = False,
                             content_free: Sequence[str] = ("N/A",), selector_params: dict[str, Any] | None = None,
                             sequential_target: str = "neighbours", n_proxy: int = 1,
-                            batch_size: int = 8) -> ICLResult:
+                            batch_size: int = 8, score_cache: ScoreCache | None = None) -> ICLResult:
     """Accuracy (x 100) of label-word log-likelihood prediction with ``k`` demonstrations chosen per query.
 
     ``pool_embs``/``test_embs`` are the embeddings of ``task.pool_texts``/``task.test_texts`` (any Encoder).
     ``calibrate``: divide label probabilities by those of the same prompt with each ``content_free`` input
-    (averaged), Zhao et al. (2021).
+    (averaged), Zhao et al. (2021). ``score_cache``: see :func:`select_for_queries` (one per task, pool and
+    sequential settings).
     """
     pool = np.asarray(pool_embs.detach().cpu() if hasattr(pool_embs, "detach") else pool_embs, dtype=np.float64)
     test = np.asarray(test_embs.detach().cpu() if hasattr(test_embs, "detach") else test_embs, dtype=np.float64)
@@ -155,7 +176,7 @@ def evaluate_classification(model: Any, tokenizer: Any, task: ClassificationTask
         scorer = _score
 
     selections = select_for_queries(selector, test, pool, k, seed=seed, labels=list(task.pool_labels),
-                                    params=selector_params, scorer=scorer)
+                                    params=selector_params, scorer=scorer, score_cache=score_cache)
     prompts = [build_prompt(task.template, demos(sel), x) for sel, x in zip(selections, task.test_texts)]
     scores = continuation_logprobs(model, tokenizer, prompts, words, batch_size=batch_size)
     if calibrate:
@@ -196,12 +217,13 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 def evaluate_rewriting(model: Any, tokenizer: Any, task: RewriteTask, pool_embs: Any, test_embs: Any, *,
                        selector: str = "knn", k: int = 4, seed: int = 0,
                        selector_params: dict[str, Any] | None = None, max_new_tokens: int | None = None,
-                       n_proxy: int = 1, batch_size: int = 4) -> ICLResult:
+                       n_proxy: int = 1, batch_size: int = 4, score_cache: ScoreCache | None = None) -> ICLResult:
     """Corpus chrF of greedy rewrites of each test source with ``k`` selected (source, target) demonstrations.
 
     Decoding stops at EOS or the first line break; ``max_new_tokens`` defaults to 1.5 x the longest reference's
     token count + 8. The sequential selector scores a sequence by the log-likelihood of ``n_proxy`` neighbouring
-    pool targets given their sources (never the test reference).
+    pool targets given their sources (never the test reference); ``score_cache`` as in
+    :func:`evaluate_classification`.
     """
     from ..generation import generate
 
@@ -220,19 +242,16 @@ def evaluate_rewriting(model: Any, tokenizer: Any, task: RewriteTask, pool_embs:
 
         def _score_rewrite(qi: int, seqs: list[list[int]]) -> list[float]:
             proxies = _proxies(test[qi], pool, n_cand, n_proxy)
-            out = []
-            for seq in seqs:
-                total = 0.0
-                for j in proxies:
-                    prompt = build_prompt(task.template, demos(seq), task.pool_sources[j])
-                    total += float(continuation_logprobs(model, tokenizer, [prompt],
-                                                         [" " + task.pool_targets[j]])[0, 0])
-                out.append(total / len(proxies))
-            return out
+            per_proxy = [continuation_logprobs(model, tokenizer,
+                                               [build_prompt(task.template, demos(seq), task.pool_sources[j])
+                                                for seq in seqs], [" " + task.pool_targets[j]],
+                                               batch_size=batch_size)[:, 0] for j in proxies]
+            return [float(v) for v in np.mean(per_proxy, axis=0)]
 
         scorer = _score_rewrite
 
-    selections = select_for_queries(selector, test, pool, k, seed=seed, params=selector_params, scorer=scorer)
+    selections = select_for_queries(selector, test, pool, k, seed=seed, params=selector_params, scorer=scorer,
+                                    score_cache=score_cache)
     prompts = [build_prompt(task.template, demos(sel), x) for sel, x in zip(selections, task.test_sources)]
     if max_new_tokens is None:
         longest = max((len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in task.test_targets), default=8)
