@@ -103,7 +103,8 @@ def main() -> None:
     done = {(r["model"], r["strategy"], r.get("seed")): r for r in out["rows"]}
     if args.base_rows and not any(m == "base" for m, _, _ in done):
         given = json.loads(Path(args.base_rows).read_text())
-        changed = [k for k in TABLE_SETTINGS if given["args"].get(k) != out["args"][k]]
+        changed = [k for k in TABLE_SETTINGS if given["args"].get(k) != out["args"][k]] + \
+            (["source"] if given["args"].get("source") != "bible" else [])
         if changed:
             ap.error(f"--base-rows: {args.base_rows} was written with other settings ({', '.join(changed)})")
         rows = [dict(r, model="base", from_file=args.base_rows) for r in given["rows"] if r["model"] == args.model
