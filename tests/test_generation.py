@@ -95,6 +95,22 @@ def _ref_top_p(scores, p):
     return _keep(scores, keep)
 
 
+def test_top_p_filter_widens_until_every_nucleus_fits():
+    from contrastkit.generation.processors import top_p_filter
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 3000, generator=g) * torch.tensor([[8.0], [1.0], [0.05]])  # peaked .. nearly flat
+    for p in (0.3, 0.95):
+        for first_k in (8, 256, 3000):  # a nucleus of ~2,800 tokens (the flat row) needs 8 -> 32 -> ... -> 3000
+            got = top_p_filter(scores, p, first_k=first_k)
+            for r in range(3):
+                assert torch.equal(torch.isfinite(got[r]), torch.isfinite(_ref_top_p(scores[r], p))), (p, first_k, r)
+    assert torch.isfinite(top_p_filter(scores, 0.95, first_k=8)[2]).sum() > 2000
+    big = torch.randn(2, 262144, generator=g) * 4  # Gemma-3's vocabulary: the cut as float64 places it
+    top = big.double().softmax(-1).sort(-1, descending=True).values
+    assert torch.equal(torch.isfinite(top_p_filter(big, 0.95)).sum(-1), ((top.cumsum(-1) - top) < 0.95).sum(-1))
+
+
 def _ref_typical(scores, m):
     probs = scores.softmax(-1).tolist()
     entropy = -sum(q * math.log(q) for q in probs if q > 0)
