@@ -182,7 +182,7 @@ COLUMNS = (("rep-2", "rep-2", 2), ("rep-3", "rep-3", 2), ("rep-4", "rep-4", 2), 
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per (model, strategy) in run order; a sampled strategy's cells are mean ± std over
+    """Markdown: one line per (model, strategy), models in run order; a sampled strategy's cells are mean ± std over
     its seeds (the number of seeds after its name); the human continuations first, as the reference."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -190,7 +190,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             groups.setdefault((r["model"], r["strategy"]), []).append(r)
     lines = ["| model | strategy | " + " | ".join(c for c, _, _ in COLUMNS) + " |",
              "|---|---|" + "---:|" * len(COLUMNS)]
-    for (model, strategy), runs in groups.items():
+    models = list(dict.fromkeys(m for m, _ in groups))
+    order = ["human", *STRATEGIES]
+    for (model, strategy), runs in sorted(groups.items(), key=lambda g: (models.index(g[0][0]),
+                                                                         order.index(g[0][1]))):
         cells = []
         for _, key, digits in COLUMNS:
             values = [r[key] for r in runs if isinstance(r.get(key), float)]
